@@ -1,0 +1,6 @@
+//! `veza-stream-core`: the sans-IO streaming engine of Veza Stream.
+//!
+//! This crate will hold the streaming logic as small deterministic state machines (live fan-out,
+//! HLS and low-latency HLS segmenting, ABR, recording, analytics, cache policy) with no I/O, no
+//! clock, no threads and no async. It is an empty placeholder until that work lands; see
+//! `docs/` and the project's DESIGN for the plan.
