@@ -80,7 +80,7 @@ pub fn ffprobe(path: &std::path::Path) -> (String, u32, u16, f64) {
 pub fn ffmpeg_decode_frames(path: &std::path::Path) -> (usize, String) {
     require_tool("ffmpeg");
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
         .args(["-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"])
         .output()

@@ -422,7 +422,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("veza-flac-md5-{}.flac", std::process::id()));
         std::fs::write(&path, &bytes).unwrap();
         let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
+            .args(["-nostdin", "-v", "error", "-i"])
             .arg(&path)
             .args(["-f", "md5", "-"])
             .output()

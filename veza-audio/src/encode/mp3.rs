@@ -507,12 +507,19 @@ mod tests {
             std::env::temp_dir().join(format!("veza-mp3-gapless-{}.mp3", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
         let out = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-i"])
+            .args(["-nostdin", "-v", "error", "-i"])
             .arg(&path)
             .args(["-f", "s16le", "-ac", "1", "-"])
             .output()
             .expect("ffmpeg runs (install ffmpeg)");
         let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "ffmpeg failed to decode {} bytes of our MP3 ({}): {}",
+            bytes.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout.len() / 2
     }
 
