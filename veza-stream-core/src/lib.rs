@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`frame`] | cuts MP3, ADTS AAC and Ogg byte streams into whole frames with durations |
 //! | [`live`] | a live stream's life, ingest, and the chunk ring its listeners read as cursors |
+//! | [`hls`] | packed-audio HLS and LL-HLS segmenter, media/master/VOD playlists, blocking reload |
 //! | [`metadata`] | now-playing metadata and ICY `StreamTitle` blocks every `icy-metaint` bytes |
 //! | [`cache`] | keys of transcoded audio and an LRU-by-bytes eviction policy |
 //! | [`analytics`] | listener sessions folded into per-stream figures, emitted as batches |
@@ -50,6 +51,7 @@ use std::time::Duration;
 pub mod analytics;
 pub mod cache;
 pub mod frame;
+pub mod hls;
 pub mod live;
 pub mod metadata;
 

@@ -1,6 +1,7 @@
 //! Property: whatever the source's cuts, the ring budgets, the chunk size and the listeners'
 //! read pattern, every delivery is whole frames, and each listener's frames come in increasing
 //! order (skips jump forward, never back).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! A source that drops and comes back within the grace period continues the same stream: its
 //! listeners stay, media time goes on, and events say interrupted then resumed. Past the grace
 //! period the stream ends and listeners are told after they got everything.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

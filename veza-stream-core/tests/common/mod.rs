@@ -1,5 +1,6 @@
 //! Deterministic simulation harness for the live machine: fake time (an epoch plus offsets),
 //! a seeded random generator, a time-ordered inbox and a log of events. Nothing sleeps.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -137,30 +138,69 @@ impl Sim {
 /// Real MP3 frames: `seconds` of a 440 Hz tone at 128 kbit/s, 44.1 kHz stereo, encoded with
 /// veza-audio's LAME encoder.
 pub fn mp3_frames(seconds: f64) -> Vec<Bytes> {
+    encoded_frames(veza_audio::OutputFormat::Mp3, seconds)
+        .into_iter()
+        .map(|f| f.data)
+        .collect()
+}
+
+/// Real frames of `format` (MP3, ADTS AAC or Ogg Vorbis pages): `seconds` of a tone sweeping
+/// 220-880 Hz, 44.1 kHz stereo, encoded with veza-audio.
+pub fn encoded_frames(
+    format: veza_audio::OutputFormat,
+    seconds: f64,
+) -> Vec<veza_stream_core::frame::Frame> {
     use veza_audio::{AudioSpec, EncoderConfig, OutputFormat, PcmBuffer};
     use veza_stream_core::frame::{FrameFormat, FrameSplitter, SplitterConfig};
     let spec = AudioSpec::new(44_100, 2).expect("valid spec");
-    let cfg = EncoderConfig::new(OutputFormat::Mp3, spec);
-    let mut enc = veza_audio::new_encoder(&cfg).expect("mp3 encoder");
+    let cfg = EncoderConfig::new(format, spec);
+    let mut enc = veza_audio::new_encoder(&cfg).expect("encoder");
     let n = (seconds * 44_100.0) as usize;
+    let mut phase = 0f32;
     let samples: Vec<f32> = (0..n)
         .flat_map(|i| {
-            let v = (i as f32 * 440.0 * std::f32::consts::TAU / 44_100.0).sin() * 0.3;
-            [v, v]
+            let f = 220.0 + 660.0 * (i as f32 / n as f32);
+            phase += f * std::f32::consts::TAU / 44_100.0;
+            let v = phase.sin() * 0.3;
+            [v, v * 0.8]
         })
         .collect();
     let pcm = PcmBuffer::from_interleaved(spec, &samples);
     let mut out = bytes::BytesMut::new();
     enc.encode(&pcm, &mut out).expect("encode");
     enc.finish(&mut out).expect("finish");
-    let mut split = FrameSplitter::new(FrameFormat::Mpeg, SplitterConfig::default());
+    let framing = match format {
+        OutputFormat::Mp3 => FrameFormat::Mpeg,
+        OutputFormat::Aac => FrameFormat::Adts,
+        OutputFormat::Ogg => FrameFormat::Ogg,
+        other => panic!("{other:?} is not a live format"),
+    };
+    let mut split = FrameSplitter::new(framing, SplitterConfig::default());
     split.push(&out);
     split.finish();
     let mut frames = Vec::new();
-    while let Some(f) = split.next_frame().expect("our own MP3 splits") {
-        frames.push(f.data);
+    while let Some(f) = split.next_frame().expect("our own output splits") {
+        frames.push(f);
     }
     frames
+}
+
+/// Runs a command-line tool, failing with a clear message when it is missing.
+pub fn tool(name: &str) -> std::process::Command {
+    let found = std::process::Command::new(name)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is required for this test: apt-get install ffmpeg (scripts/test does it)"
+    );
+    let mut c = std::process::Command::new(name);
+    if name == "ffmpeg" {
+        c.arg("-nostdin");
+    }
+    c.args(["-v", "error"]);
+    c
 }
 
 /// Duration of one MP3 frame at 44.1 kHz.
