@@ -9,6 +9,7 @@
 //! | [`live`] | a live stream's life, ingest, and the chunk ring its listeners read as cursors |
 //! | [`hls`] | packed-audio HLS and LL-HLS segmenter, media/master/VOD playlists, blocking reload |
 //! | [`metadata`] | now-playing metadata and ICY `StreamTitle` blocks every `icy-metaint` bytes |
+//! | [`recording`] | a crash-safe recorder: write/sync/rename outputs, a journal, recovery planning |
 //! | [`cache`] | keys of transcoded audio and an LRU-by-bytes eviction policy |
 //! | [`analytics`] | listener sessions folded into per-stream figures, emitted as batches |
 //!
@@ -54,6 +55,7 @@ pub mod frame;
 pub mod hls;
 pub mod live;
 pub mod metadata;
+pub mod recording;
 
 /// A position or length in media time: a count of samples (per channel) at a sample rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
