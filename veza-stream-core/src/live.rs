@@ -3,7 +3,7 @@
 //!
 //! # Ingest
 //! The source's bytes go in through [`Input::Data`] (encoded MP3, AAC in ADTS, or Ogg) or
-//! [`Input::Pcm`] (raw PCM, encoded here with a `veza-audio` encoder). A [`FrameSplitter`] finds
+//! [`LiveStream::handle_pcm`] (raw PCM, encoded here with a `veza-audio` encoder). A [`FrameSplitter`] finds
 //! the frame boundaries; whole frames are grouped into chunks of at least
 //! [`LiveConfig::chunk_duration`] and timestamped in media time (samples since the stream began,
 //! continuous across source reconnections).

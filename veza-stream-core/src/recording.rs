@@ -566,16 +566,11 @@ pub fn valid_prefix(format: FrameFormat, tail: &[u8]) -> u64 {
     s.push(tail);
     s.finish();
     let mut len = 0u64;
-    loop {
-        match s.next_frame() {
-            Ok(Some(f)) => {
-                if s.stats().skipped_bytes > 0 {
-                    break;
-                }
-                len += f.data.len() as u64;
-            }
-            _ => break,
+    while let Ok(Some(f)) = s.next_frame() {
+        if s.stats().skipped_bytes > 0 {
+            break;
         }
+        len += f.data.len() as u64;
     }
     len
 }
