@@ -424,6 +424,9 @@ pub struct LiveStream {
     started_at: Option<Instant>,
     now_playing: NowPlaying,
     pcm: Option<PcmIngest>,
+    /// Media time (samples) of the ring's live edge, and the lag bound in samples.
+    edge_samples: u64,
+    max_lag_samples: u64,
 }
 
 impl std::fmt::Debug for LiveStream {
@@ -469,6 +472,8 @@ impl LiveStream {
             started_at: None,
             now_playing: NowPlaying::default(),
             pcm: None,
+            edge_samples: 0,
+            max_lag_samples: u64::MAX,
         }
     }
 
@@ -767,13 +772,19 @@ impl LiveStream {
         if self.pending_samples == 0 {
             start = self.media_now;
         }
-        self.ring.push(Chunk {
+        let chunk = Chunk {
             seq: Seq(0),
             data,
             start,
             samples: self.pending_samples,
             frames: self.pending_frames,
-        });
+        };
+        self.edge_samples = chunk.end().samples;
+        if start.rate != 0 {
+            self.max_lag_samples =
+                (self.config.max_lag.as_nanos() * u128::from(start.rate) / 1_000_000_000) as u64;
+        }
+        self.ring.push(chunk);
         self.pending_samples = 0;
         self.pending_frames = 0;
     }
@@ -878,17 +889,10 @@ impl LiveStream {
     /// # Errors
     /// [`StreamError::UnknownListener`] when it is not there.
     pub fn next_chunk(&mut self, id: ListenerId) -> Result<Next, StreamError> {
-        let ended = self.state == LiveState::Ended;
-        let max_lag = self.config.max_lag;
-        let burst = self.config.burst;
         let headers_gen = self.headers_gen;
         let headers_seq = self.headers_seq;
-        let slot = self
-            .listeners
-            .get_mut(id.index() as usize)
-            .ok_or(StreamError::UnknownListener)?;
-        let l = match slot {
-            Some(l) if l.generation == id.generation() && l.cursor != Seq(u64::MAX) => l,
+        let l = match self.listeners.get_mut(id.index() as usize) {
+            Some(Some(l)) if l.generation == id.generation() && l.cursor != Seq(u64::MAX) => l,
             _ => return Err(StreamError::UnknownListener),
         };
         if !self.headers.is_empty() && l.has_headers != headers_gen && l.cursor > headers_seq {
@@ -902,28 +906,47 @@ impl LiveStream {
             l.has_headers = headers_gen;
             l.header_at = 0;
         }
+        // Fast path: the chunk at the cursor is held and within the lag bound (compared in
+        // samples: no division per call).
         let ring = &self.ring;
-        let mut skipped = None;
-        let behind = match (ring.get(l.cursor), ring.last()) {
-            (Some(c), Some(last)) => last.end().duration_since(c.start) > max_lag,
-            _ => l.cursor < ring.first_seq(),
-        };
-        if behind {
-            let to = ring.seq_for_burst(burst);
-            let from = l.cursor;
-            let skipped_time = match (ring.get(from), ring.get(to)) {
-                (Some(a), Some(b)) => b.start.duration_since(a.start),
-                (None, Some(b)) => b.start.as_duration(),
-                _ => Duration::ZERO,
-            };
-            l.cursor = to;
-            skipped = Some(Event::ListenerSkipped {
-                listener: id,
-                from,
-                to,
-                skipped: skipped_time,
+        let idx = l.cursor.0.wrapping_sub(ring.first.0);
+        if let Some(c) = ring.chunks.get(idx as usize) {
+            if self.edge_samples.saturating_sub(c.start.samples) <= self.max_lag_samples {
+                if c.seq == headers_seq {
+                    l.has_headers = headers_gen;
+                }
+                l.cursor = Seq(l.cursor.0 + 1);
+                l.bytes += c.data.len() as u64;
+                return Ok(Next::Data(c.data.clone()));
+            }
+        } else if l.cursor >= ring.next_seq() {
+            return Ok(if self.state == LiveState::Ended {
+                Next::Ended
+            } else {
+                Next::Pending
             });
         }
+        Ok(self.skip_forward(id))
+    }
+
+    /// Moves a listener that fell behind to the burst position and reads from there.
+    #[cold]
+    fn skip_forward(&mut self, id: ListenerId) -> Next {
+        let burst = self.config.burst;
+        let headers_gen = self.headers_gen;
+        let headers_seq = self.headers_seq;
+        let ring = &self.ring;
+        let Some(Some(l)) = self.listeners.get_mut(id.index() as usize) else {
+            return Next::Pending;
+        };
+        let to = ring.seq_for_burst(burst);
+        let from = l.cursor;
+        let skipped = match (ring.get(from), ring.get(to)) {
+            (Some(a), Some(b)) => b.start.duration_since(a.start),
+            (None, Some(b)) => b.start.as_duration(),
+            _ => Duration::ZERO,
+        };
+        l.cursor = to;
         let next = match ring.get(l.cursor) {
             Some(c) => {
                 if c.seq == headers_seq {
@@ -933,13 +956,16 @@ impl LiveStream {
                 l.bytes += c.data.len() as u64;
                 Next::Data(c.data.clone())
             }
-            None if ended => Next::Ended,
+            None if self.state == LiveState::Ended => Next::Ended,
             None => Next::Pending,
         };
-        if let Some(e) = skipped {
-            self.events.push_back(e);
-        }
-        Ok(next)
+        self.events.push_back(Event::ListenerSkipped {
+            listener: id,
+            from,
+            to,
+            skipped,
+        });
+        next
     }
 }
 

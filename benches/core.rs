@@ -1,0 +1,211 @@
+//! Benchmarks of the sans-IO core: ingest of one 128 kbit/s frame into a ring read by 10,000
+//! listeners, fan-out cost per listener per chunk, segmenter cost per frame, playlist rendering.
+//! Before the timings it prints the allocations counted per listener per chunk during fan-out
+//! (target: zero; the bound per chunk is the one `Bytes` promotion when a chunk is first shared).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use veza_stream_core::ListenerId;
+use veza_stream_core::frame::FrameFormat;
+use veza_stream_core::hls::{Input as HlsInput, PackedCodec, Segmenter, SegmenterConfig};
+use veza_stream_core::live::{Input, LiveConfig, LiveStream, Next, Output};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const LISTENERS: usize = 10_000;
+
+/// One MPEG-1 layer III frame, 128 kbit/s, 44.1 kHz: 417 bytes, 26.1 ms.
+fn frame() -> Bytes {
+    let mut f = vec![0u8; 417];
+    f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
+    Bytes::from(f)
+}
+
+/// A live stream with one frame per chunk and `n` listeners at the live edge.
+fn stream(n: usize) -> (LiveStream, Vec<ListenerId>, Instant) {
+    let t0 = Instant::now();
+    let mut cfg = LiveConfig::new(FrameFormat::Mpeg);
+    cfg.chunk_duration = Duration::ZERO;
+    let mut s = LiveStream::new(cfg, t0);
+    s.handle_input(Input::SourceConnected { now: t0 })
+        .expect("a source connects");
+    let ids = (0..n)
+        .map(|_| {
+            s.add_listener(t0, Some(Duration::ZERO))
+                .expect("below the listener limit")
+        })
+        .collect();
+    // Fill the ring so that eviction runs on every ingest, as in steady state.
+    for _ in 0..2_000 {
+        s.handle_input(Input::Data {
+            now: t0,
+            data: frame(),
+        })
+        .expect("live");
+    }
+    while !matches!(s.poll_output(), Output::Timeout(_)) {}
+    (s, ids, t0)
+}
+
+fn drain_listeners(s: &mut LiveStream, ids: &[ListenerId]) {
+    for id in ids {
+        while let Next::Data(b) = s.next_chunk(*id).expect("a listener of the stream") {
+            black_box(b);
+        }
+    }
+}
+
+fn report_allocations() {
+    let (mut s, ids, t0) = stream(LISTENERS);
+    drain_listeners(&mut s, &ids);
+    let chunks = 100u64;
+    let mut allocs = 0;
+    for _ in 0..chunks {
+        s.handle_input(Input::Data {
+            now: t0,
+            data: frame(),
+        })
+        .expect("live");
+        while !matches!(s.poll_output(), Output::Timeout(_)) {}
+        let before = ALLOCS.load(Ordering::Relaxed);
+        drain_listeners(&mut s, &ids);
+        allocs += ALLOCS.load(Ordering::Relaxed) - before;
+    }
+    println!(
+        "fan-out allocations: {allocs} for {chunks} chunks x {LISTENERS} listeners = {:.6} per listener per chunk ({:.2} per chunk)",
+        allocs as f64 / (chunks as f64 * LISTENERS as f64),
+        allocs as f64 / chunks as f64
+    );
+}
+
+fn live(c: &mut Criterion) {
+    report_allocations();
+    let mut g = c.benchmark_group("live");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(3));
+
+    // Ingest one frame (one chunk) into a ring that 10,000 listeners read.
+    g.throughput(Throughput::Elements(1));
+    let (mut s, ids, t0) = stream(LISTENERS);
+    let f = frame();
+    g.bench_function("ingest_one_frame_10k_listeners", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                s.handle_input(Input::Data {
+                    now: t0,
+                    data: f.clone(),
+                })
+                .expect("live");
+                while !matches!(s.poll_output(), Output::Timeout(_)) {}
+                total += start.elapsed();
+                // Keep the listeners at the edge (not timed) so the state stays the same.
+                drain_listeners(&mut s, &ids);
+            }
+            total
+        })
+    });
+
+    // Fan-out: one new chunk read by 10,000 listeners; the time per element is the bookkeeping
+    // per listener per chunk.
+    g.throughput(Throughput::Elements(LISTENERS as u64));
+    let (mut s, ids, t0) = stream(LISTENERS);
+    g.bench_function("fanout_per_listener_per_chunk", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                s.handle_input(Input::Data {
+                    now: t0,
+                    data: frame(),
+                })
+                .expect("live");
+                while !matches!(s.poll_output(), Output::Timeout(_)) {}
+                let start = Instant::now();
+                drain_listeners(&mut s, &ids);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn adts_frame() -> Bytes {
+    let len = 372usize;
+    let mut f = vec![0x21u8; len];
+    f[0] = 0xFF;
+    f[1] = 0xF1;
+    f[2] = (1 << 6) | (4 << 2);
+    f[3] = (2 << 6) | ((len >> 11) as u8 & 0x03);
+    f[4] = (len >> 3) as u8;
+    f[5] = ((len as u8 & 0x07) << 5) | 0x1F;
+    f[6] = 0xFC;
+    Bytes::from(f)
+}
+
+fn hls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hls");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let f = adts_frame();
+    g.throughput(Throughput::Elements(1));
+    let mut seg = Segmenter::new(SegmenterConfig::new(PackedCodec::AacLc), t0);
+    g.bench_function("segmenter_per_frame_ll_hls", |b| {
+        b.iter(|| {
+            seg.handle_input(HlsInput::Frame {
+                now: t0,
+                data: f.clone(),
+                samples: 1024,
+                sample_rate: 44_100,
+            });
+            while !matches!(seg.poll_output(), veza_stream_core::hls::Output::Timeout(_)) {}
+        })
+    });
+    // A full window (6 segments with parts) rendered.
+    let mut seg = Segmenter::new(SegmenterConfig::new(PackedCodec::AacLc), t0);
+    for _ in 0..2_000 {
+        seg.handle_input(HlsInput::Frame {
+            now: t0,
+            data: f.clone(),
+            samples: 1024,
+            sample_rate: 44_100,
+        });
+    }
+    while !matches!(seg.poll_output(), veza_stream_core::hls::Output::Timeout(_)) {}
+    g.bench_function("media_playlist_render", |b| {
+        b.iter(|| black_box(seg.media_playlist()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, live, hls);
+criterion_main!(benches);
