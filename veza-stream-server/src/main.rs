@@ -1,8 +1,75 @@
-//! The `veza-stream-server` binary (bootstrap only).
+//! The `veza-stream-server` binary: bootstrap only. Reads the configuration from the environment
+//! (and `VEZA_CONFIG`), opens storage, serves until SIGINT/SIGTERM.
 
-fn main() {
-    eprintln!(
-        "veza-stream-server is not built yet; try `cargo run --release --example transcode -- --help`"
-    );
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use veza_stream_server::{Config, build_state, start};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(cmd) = args.first().filter(|a| a.as_str() != "serve") {
+        eprintln!("veza-stream-server: unknown command {cmd:?} (commands: serve)");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("veza-stream-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = match build_state(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("veza-stream-server: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match start(state).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("veza-stream-server: cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %running.addr, "veza-stream-server listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    match running.stop().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veza-stream-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,0 +1,70 @@
+//! The state shared by every handler.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::cache::TranscodeCache;
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::storage::Store;
+
+/// Shared state: configuration, the store and the metrics handle. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    metrics: PrometheusHandle,
+    cache: TranscodeCache,
+    jobs: Jobs,
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        config: Config,
+        store: Store,
+        metrics: PrometheusHandle,
+        cache: TranscodeCache,
+        jobs: Jobs,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                metrics,
+                cache,
+                jobs,
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The metadata store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The transcode cache.
+    pub fn cache(&self) -> &TranscodeCache {
+        &self.inner.cache
+    }
+
+    /// The job queue.
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
+    }
+
+    /// The Prometheus handle (renders `/metrics`).
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.inner.metrics
+    }
+}

@@ -1,0 +1,345 @@
+//! Storage: sqlx over SQLite (the embedded default, a file in the data directory) or PostgreSQL
+//! (`DATABASE_URL=postgres://...`). One set of portable migrations (`migrations/`) runs on both
+//! at start. Queries are written once with `$N` placeholders; for SQLite they are rewritten to
+//! SQLite's numbered `?N` form.
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// The database behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The metadata store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// An uploaded audio file's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AudioRecord {
+    /// Its id (a UUID).
+    pub id: String,
+    /// The uploader (JWT subject), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Visible to its owner only.
+    pub is_private: bool,
+    /// The file name given at upload.
+    pub original_name: Option<String>,
+    /// Where the bytes are (not exposed).
+    #[serde(skip)]
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// SHA-256 of the bytes, hex.
+    pub content_hash: String,
+    /// Codec (e.g. "mp3", "flac").
+    pub codec: String,
+    /// Container (e.g. "mp3", "mp4", "ogg").
+    pub container: String,
+    /// Sample rate in Hz.
+    pub sample_rate: i64,
+    /// Channels.
+    pub channels: i64,
+    /// Bits per sample (lossless sources).
+    pub bits_per_sample: Option<i64>,
+    /// Duration in milliseconds.
+    pub duration_ms: Option<i64>,
+    /// Average bitrate in bits per second.
+    pub bitrate: Option<i64>,
+    /// Title tag.
+    pub title: Option<String>,
+    /// Artist tag.
+    pub artist: Option<String>,
+    /// Album tag.
+    pub album: Option<String>,
+    /// EBU R128 integrated loudness, LUFS.
+    pub loudness_lufs: Option<f64>,
+    /// Loudness range, LU.
+    pub loudness_range_lu: Option<f64>,
+    /// True peak, dBTP.
+    pub true_peak_dbtp: Option<f64>,
+    /// Upload time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or a migration fails.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers go on while a writer writes; wait for locks instead of failing.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&pool)
+                .await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The query text for this backend (`$N` -> `?N` on SQLite).
+    fn sql(&self, q: &'static str) -> std::borrow::Cow<'static, str> {
+        match self.backend {
+            Backend::Postgres => q.into(),
+            Backend::Sqlite => q.replace('$', "?").into(),
+        }
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Stores a new audio record.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_audio(&self, r: &AudioRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "INSERT INTO audio_files (id, owner, is_private, original_name, path, size_bytes, \
+             content_hash, codec, container, sample_rate, channels, bits_per_sample, duration_ms, \
+             bitrate, title, artist, album, loudness_lufs, loudness_range_lu, true_peak_dbtp, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21)",
+        );
+        sqlx::query(&q)
+            .bind(&r.id)
+            .bind(&r.owner)
+            .bind(i64::from(r.is_private))
+            .bind(&r.original_name)
+            .bind(&r.path)
+            .bind(r.size_bytes)
+            .bind(&r.content_hash)
+            .bind(&r.codec)
+            .bind(&r.container)
+            .bind(r.sample_rate)
+            .bind(r.channels)
+            .bind(r.bits_per_sample)
+            .bind(r.duration_ms)
+            .bind(r.bitrate)
+            .bind(&r.title)
+            .bind(&r.artist)
+            .bind(&r.album)
+            .bind(r.loudness_lufs)
+            .bind(r.loudness_range_lu)
+            .bind(r.true_peak_dbtp)
+            .bind(r.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The record of `id`, if any.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_audio(&self, id: &str) -> Result<Option<AudioRecord>, sqlx::Error> {
+        let q = self.sql("SELECT * FROM audio_files WHERE id = $1");
+        let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| audio_from_row(&r)).transpose()
+    }
+
+    /// Deletes the record of `id`; true when it existed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn delete_audio(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let q = self.sql("DELETE FROM audio_files WHERE id = $1");
+        let done = sqlx::query(&q).bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn audio_from_row(r: &AnyRow) -> Result<AudioRecord, sqlx::Error> {
+    Ok(AudioRecord {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        is_private: r.try_get::<i64, _>("is_private")? != 0,
+        original_name: r.try_get("original_name")?,
+        path: r.try_get("path")?,
+        size_bytes: r.try_get("size_bytes")?,
+        content_hash: r.try_get("content_hash")?,
+        codec: r.try_get("codec")?,
+        container: r.try_get("container")?,
+        sample_rate: r.try_get("sample_rate")?,
+        channels: r.try_get("channels")?,
+        bits_per_sample: r.try_get("bits_per_sample")?,
+        duration_ms: r.try_get("duration_ms")?,
+        bitrate: r.try_get("bitrate")?,
+        title: r.try_get("title")?,
+        artist: r.try_get("artist")?,
+        album: r.try_get("album")?,
+        loudness_lufs: r.try_get("loudness_lufs")?,
+        loudness_range_lu: r.try_get("loudness_range_lu")?,
+        true_peak_dbtp: r.try_get("true_peak_dbtp")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A processing job's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// Its id (a UUID).
+    pub id: String,
+    /// "transcode" or "compress".
+    pub kind: String,
+    /// The source file.
+    pub file_id: String,
+    /// The request's parameters (JSON).
+    #[serde(serialize_with = "raw_json")]
+    pub params: String,
+    /// "queued", "running", "done" or "failed".
+    pub state: String,
+    /// 0 to 1.
+    pub progress: f64,
+    /// The file made (for a pass-through compression, the source itself).
+    pub result_file_id: Option<String>,
+    /// A remark (e.g. why nothing was re-encoded).
+    pub note: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+fn raw_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    let value: serde_json::Value = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+    serde::Serialize::serialize(&value, s)
+}
+
+impl Store {
+    /// Stores a new job.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_job(&self, j: &JobRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "INSERT INTO jobs (id, kind, file_id, params, state, progress, result_file_id, note, \
+             error, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        );
+        sqlx::query(&q)
+            .bind(&j.id)
+            .bind(&j.kind)
+            .bind(&j.file_id)
+            .bind(&j.params)
+            .bind(&j.state)
+            .bind(j.progress)
+            .bind(&j.result_file_id)
+            .bind(&j.note)
+            .bind(&j.error)
+            .bind(j.created_at)
+            .bind(j.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Updates a job's state and outcome.
+    ///
+    /// # Errors
+    /// Database errors.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_job(
+        &self,
+        id: &str,
+        state: &str,
+        progress: f64,
+        result_file_id: Option<&str>,
+        note: Option<&str>,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "UPDATE jobs SET state = $1, progress = $2, result_file_id = $3, note = $4, error = $5, \
+             updated_at = $6 WHERE id = $7",
+        );
+        sqlx::query(&q)
+            .bind(state)
+            .bind(progress)
+            .bind(result_file_id)
+            .bind(note)
+            .bind(error)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A job.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, sqlx::Error> {
+        let q = self.sql("SELECT * FROM jobs WHERE id = $1");
+        let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Jobs that must run: queued, and running ones (interrupted by a restart), oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn pending_jobs(&self) -> Result<Vec<String>, sqlx::Error> {
+        let q = self.sql(
+            "SELECT id FROM jobs WHERE state = 'queued' OR state = 'running' ORDER BY created_at",
+        );
+        let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get("id")).collect()
+    }
+}
+
+fn job_from_row(r: &AnyRow) -> Result<JobRecord, sqlx::Error> {
+    Ok(JobRecord {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        file_id: r.try_get("file_id")?,
+        params: r.try_get("params")?,
+        state: r.try_get("state")?,
+        progress: r.try_get("progress")?,
+        result_file_id: r.try_get("result_file_id")?,
+        note: r.try_get("note")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
