@@ -4,3 +4,9 @@
 //! HLS and low-latency HLS segmenting, ABR, recording, analytics, cache policy) with no I/O, no
 //! clock, no threads and no async. It is an empty placeholder until that work lands; see
 //! `docs/` and the project's DESIGN for the plan.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`abr`] | bandwidth estimation and rendition choice (model-predictive control), for HLS and server-side switching |
+
+pub mod abr;
