@@ -7,7 +7,7 @@
 //!
 //! Options (defaults are [`AbrConfig::new`]'s): `--horizon S`, `--rebuffer-penalty X`,
 //! `--switch-penalty X`, `--reserve S`, `--reserve-weight X`, `--safety X`, `--window N`,
-//! `--error-window N`, `--max-error X`.
+//! `--error-window N`, `--max-error X`, `--optimism X`, `--initial-error X`.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::process::ExitCode;
@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use veza_audio::Bitrate;
 use veza_examples::Args;
-use veza_stream_core::abr::{
-    AbrConfig, AbrController, DecisionContext, Ladder, TransferSample,
-};
+use veza_stream_core::abr::{AbrConfig, AbrController, DecisionContext, Ladder, TransferSample};
 
 fn main() -> ExitCode {
     match run() {
@@ -42,6 +40,8 @@ struct Overrides {
     window: Option<usize>,
     error_window: Option<usize>,
     max_error: Option<f64>,
+    optimism: Option<f64>,
+    initial_error: Option<f64>,
 }
 
 impl Overrides {
@@ -56,6 +56,8 @@ impl Overrides {
             window: a.parsed(&["--window"])?,
             error_window: a.parsed(&["--error-window"])?,
             max_error: a.parsed(&["--max-error"])?,
+            optimism: a.parsed(&["--optimism"])?,
+            initial_error: a.parsed(&["--initial-error"])?,
         })
     }
 
@@ -88,6 +90,12 @@ impl Overrides {
         }
         if let Some(v) = self.max_error {
             c.estimator.max_error = v;
+        }
+        if let Some(v) = self.initial_error {
+            c.estimator.initial_error = v;
+        }
+        if let Some(v) = self.optimism {
+            c.optimism = v;
         }
         Ok(c)
     }
@@ -148,9 +156,13 @@ fn run() -> Result<(), String> {
                     // The download ended at or before `now` (the harness may have idled since);
                     // only the differences are used.
                     let requested = now.checked_sub(time).unwrap_or(base);
-                    let sample =
-                        TransferSample::new(bytes.max(1), requested, requested + ttfb, requested + time)
-                            .map_err(|e| e.to_string())?;
+                    let sample = TransferSample::new(
+                        bytes.max(1),
+                        requested,
+                        requested + ttfb,
+                        requested + time,
+                    )
+                    .map_err(|e| e.to_string())?;
                     abr.on_transfer(sample);
                 }
                 sizes.clear();
@@ -162,7 +174,11 @@ fn run() -> Result<(), String> {
                 let ctx = DecisionContext {
                     buffer: secs(f64_field(obs, "buffer_s")?)?,
                     segment_duration: secs(f64_field(obs, "segment_duration_s")?)?,
-                    buffer_cap: obs.get("buffer_cap_s").and_then(Value::as_f64).map(secs).transpose()?,
+                    buffer_cap: obs
+                        .get("buffer_cap_s")
+                        .and_then(Value::as_f64)
+                        .map(secs)
+                        .transpose()?,
                     segments_remaining: obs
                         .get("segments_remaining")
                         .and_then(Value::as_u64)
@@ -170,7 +186,8 @@ fn run() -> Result<(), String> {
                     next_segment_bytes: (!sizes.is_empty()).then_some(sizes.as_slice()),
                 };
                 let d = abr.decide(&ctx).map_err(|e| e.to_string())?;
-                writeln!(out, "{{\"quality\":{},\"wait_s\":0.0}}", d.rung).map_err(|e| e.to_string())?;
+                writeln!(out, "{{\"quality\":{},\"wait_s\":0.0}}", d.rung)
+                    .map_err(|e| e.to_string())?;
                 out.flush().map_err(|e| e.to_string())?;
             }
             Some("session_end") => {}

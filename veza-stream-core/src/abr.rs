@@ -14,8 +14,10 @@
 //!   simulates the client buffer over a horizon (latency, download time of the real next segment
 //!   sizes, buffer cap idling) for every rung sequence and takes the first rung of the plan with
 //!   the best score, where a plan earns its bitrate and pays for stalls, for bitrate changes and
-//!   for ending the horizon with a buffer below a reserve. The buffer-dependent terms make the
-//!   chooser cautious when the buffer is low and let it spend a full buffer. Plans are searched
+//!   for ending the horizon with a buffer below a reserve. The throughput it plans with moves
+//!   from the robust estimate towards the mean as the buffer fills. These buffer-dependent terms
+//!   make the chooser cautious when the buffer is low and let it spend a full buffer, and the
+//!   reserve is dropped when the horizon reaches the end of the stream. Plans are searched
 //!   exactly with Pareto pruning (a plan with less buffer and less reward than another one with
 //!   the same last rung is dropped), so the cost is small and bounded.
 //! - [`Ladder`] holds the renditions and answers the HLS questions: which rungs are worth
@@ -278,6 +280,9 @@ pub struct EstimatorConfig {
     /// Cap on the robust discount: the robust estimate is at least the harmonic mean divided by
     /// `1 + max_error` (default 1.0, i.e. at least half).
     pub max_error: f64,
+    /// The relative error assumed before any prediction could be checked, i.e. while the
+    /// estimate rests on a single sample (default 0.5).
+    pub initial_error: f64,
 }
 
 impl Default for EstimatorConfig {
@@ -286,6 +291,7 @@ impl Default for EstimatorConfig {
             window: 5,
             error_window: 5,
             max_error: 1.0,
+            initial_error: 0.5,
         }
     }
 }
@@ -300,6 +306,9 @@ impl EstimatorConfig {
         }
         if !(self.max_error.is_finite() && self.max_error >= 0.0) {
             return Err(AbrError::InvalidConfig("estimator max error"));
+        }
+        if !(self.initial_error.is_finite() && self.initial_error >= 0.0) {
+            return Err(AbrError::InvalidConfig("estimator initial error"));
         }
         Ok(())
     }
@@ -409,7 +418,11 @@ impl BandwidthEstimator {
     /// The current estimate, or `None` before the first sample.
     pub fn estimate(&self) -> Option<Estimate> {
         let mean = self.harmonic_mean()?;
-        let error = self.errors.iter().copied().fold(0.0, f64::max);
+        let error = if self.errors.is_empty() {
+            self.config.initial_error
+        } else {
+            self.errors.iter().copied().fold(0.0, f64::max)
+        };
         let latency = self.latencies.iter().sum::<f64>() / self.latencies.len() as f64;
         Some(Estimate {
             mean_bps: mean,
@@ -447,7 +460,7 @@ pub struct AbrConfig {
     /// Cost of a change of rung per unit of bitrate change (default 1.0).
     pub switch_penalty: f64,
     /// Buffer the plans should end the horizon with; every second short of it costs like a
-    /// second of stall times `reserve_weight` (default 8 s).
+    /// second of stall times `reserve_weight` (default 12 s).
     pub reserve: Duration,
     /// Weight of the reserve shortfall (default 0.25).
     pub reserve_weight: f64,
@@ -455,6 +468,12 @@ pub struct AbrConfig {
     pub safety: f64,
     /// The rung of the first segment, before any sample (default 0, the lowest).
     pub startup_rung: usize,
+    /// Buffer-aware trust in the mean estimate, 0 to 1: the planned throughput moves from the
+    /// robust estimate towards the mean in proportion to the buffer level (relative to a full
+    /// buffer, the cap minus one segment, or `reserve` twice over without a cap), times this
+    /// weight (default 0.5). A full buffer can absorb a prediction error that an empty one
+    /// cannot.
+    pub optimism: f64,
 }
 
 impl AbrConfig {
@@ -466,10 +485,11 @@ impl AbrConfig {
             horizon: Duration::from_secs(24),
             rebuffer_penalty: 4.0,
             switch_penalty: 1.0,
-            reserve: Duration::from_secs(8),
+            reserve: Duration::from_secs(12),
             reserve_weight: 0.25,
             safety: 1.0,
             startup_rung: 0,
+            optimism: 0.5,
         }
     }
 
@@ -490,6 +510,9 @@ impl AbrConfig {
         }
         if !(self.safety.is_finite() && self.safety > 0.0) {
             return Err(AbrError::InvalidConfig("safety"));
+        }
+        if !(self.optimism.is_finite() && (0.0..=1.0).contains(&self.optimism)) {
+            return Err(AbrError::InvalidConfig("optimism must be within 0 and 1"));
         }
         if self.startup_rung >= self.ladder.len() {
             return Err(AbrError::InvalidConfig("startup rung is not in the ladder"));
@@ -630,7 +653,19 @@ impl AbrController {
         let (rung, planned) = match self.estimator.estimate() {
             None => (self.config.startup_rung, None),
             Some(est) => {
-                let rate = (est.robust_bps * self.config.safety).max(1.0);
+                let full = match ctx.buffer_cap {
+                    Some(c) => c.saturating_sub(ctx.segment_duration),
+                    None => self.config.reserve * 2,
+                };
+                let level = if full.is_zero() {
+                    1.0
+                } else {
+                    (ctx.buffer.as_secs_f64() / full.as_secs_f64()).min(1.0)
+                };
+                let trust = self.config.optimism * level;
+                let rate =
+                    (est.robust_bps + (est.mean_bps - est.robust_bps) * trust) * self.config.safety;
+                let rate = rate.max(1.0);
                 (self.plan(ctx, &est, rate), Some(rate))
             }
         };
@@ -642,21 +677,24 @@ impl AbrController {
         })
     }
 
+    /// Horizon in segments and whether it reaches the end of the stream.
+    fn horizon(&self, ctx: &DecisionContext<'_>) -> (usize, bool) {
+        let d = ctx.segment_duration.as_secs_f64();
+        let h = ((self.config.horizon.as_secs_f64() / d).ceil() as usize)
+            .clamp(1, MAX_HORIZON_SEGMENTS);
+        match ctx.segments_remaining {
+            Some(rem) if (rem as usize) <= h => ((rem as usize).max(1), true),
+            _ => (h, false),
+        }
+    }
+
     /// Best first rung by exhaustive search over rung sequences with Pareto pruning.
     fn plan(&mut self, ctx: &DecisionContext<'_>, est: &Estimate, rate_bps: f64) -> usize {
         let cfg = &self.config;
         let rungs = cfg.ladder.rungs();
         let n = rungs.len();
         let d = ctx.segment_duration.as_secs_f64();
-        let mut h = (cfg.horizon.as_secs_f64() / d).ceil() as usize;
-        h = h.clamp(1, MAX_HORIZON_SEGMENTS);
-        let reaches_end = match ctx.segments_remaining {
-            Some(rem) if (rem as usize) <= h => {
-                h = (rem as usize).max(1);
-                true
-            }
-            _ => false,
-        };
+        let (h, reaches_end) = self.horizon(ctx);
         // Rewards in Mbit/s, as the evaluation's QoE_lin.
         let top = f64::from(rungs[n - 1].as_bps()) / 1e6;
         let mu = cfg.rebuffer_penalty * top;
@@ -765,5 +803,308 @@ fn pareto(plans: &mut Vec<Plan>) {
             out += 1;
         }
         plans.truncate(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Ladder {
+        Ladder::new([32, 64, 96, 128, 192, 256, 320].map(Bitrate::kbps)).unwrap()
+    }
+
+    /// A closed loop: a player with a 30 s buffer cap over a link of `rate(t)` bits/s (piecewise
+    /// constant per call), 80 ms latency, 4 s segments. Returns the rungs chosen and the stall.
+    fn simulate(
+        abr: &mut AbrController,
+        segments: u32,
+        rate: impl Fn(f64) -> f64,
+    ) -> (Vec<usize>, f64) {
+        let t0 = Instant::now();
+        let d = 4.0;
+        let cap = 30.0;
+        let (mut now, mut buffer, mut stall) = (0.0f64, 0.0f64, 0.0f64);
+        let mut playing = false;
+        let mut chosen = Vec::new();
+        let ladder = abr.config().ladder.clone();
+        for i in 0..segments {
+            if playing && buffer + d > cap {
+                let idle = buffer + d - cap;
+                now += idle;
+                buffer -= idle;
+            }
+            let ctx = DecisionContext {
+                buffer: Duration::from_secs_f64(buffer),
+                segment_duration: Duration::from_secs_f64(d),
+                buffer_cap: Some(Duration::from_secs_f64(cap)),
+                segments_remaining: Some(segments - i),
+                next_segment_bytes: None,
+            };
+            let dec = abr.decide(&ctx).unwrap();
+            chosen.push(dec.rung);
+            let bits = f64::from(ladder.rungs()[dec.rung].as_bps()) * d;
+            let transfer = bits / rate(now);
+            let latency = 0.08;
+            let requested = t0 + Duration::from_secs_f64(now);
+            let first = requested + Duration::from_secs_f64(latency);
+            let done = first + Duration::from_secs_f64(transfer);
+            let dl = latency + transfer;
+            now += dl;
+            if playing {
+                if dl > buffer {
+                    stall += dl - buffer;
+                    buffer = 0.0;
+                } else {
+                    buffer -= dl;
+                }
+            }
+            buffer += d;
+            playing = true;
+            abr.on_transfer(
+                TransferSample::new((bits / 8.0) as u64, requested, first, done).unwrap(),
+            );
+        }
+        (chosen, stall)
+    }
+
+    fn sample(t0: Instant, bytes: u64, secs: f64) -> TransferSample {
+        TransferSample::new(
+            bytes,
+            t0,
+            t0 + Duration::from_millis(80),
+            t0 + Duration::from_millis(80) + Duration::from_secs_f64(secs),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn estimator_converges_on_constant_throughput() {
+        let mut est = BandwidthEstimator::new(EstimatorConfig::default()).unwrap();
+        assert!(est.estimate().is_none());
+        let t0 = Instant::now();
+        // 50 kB per 0.5 s after an 80 ms latency: 800 kbit/s.
+        for _ in 0..8 {
+            est.on_sample(sample(t0, 50_000, 0.5));
+        }
+        let e = est.estimate().unwrap();
+        assert!((e.mean_bps - 800_000.0).abs() < 1.0, "{e:?}");
+        assert!((e.robust_bps - 800_000.0).abs() < 1.0, "{e:?}");
+        assert!(e.error < 1e-9);
+        assert_eq!(e.latency, Duration::from_millis(80));
+        assert_eq!(e.robust().as_kbps(), 800);
+        assert_eq!(est.samples(), 5);
+    }
+
+    #[test]
+    fn estimator_discounts_after_a_surprise_then_recovers() {
+        let mut est = BandwidthEstimator::new(EstimatorConfig::default()).unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            est.on_sample(sample(t0, 50_000, 0.5));
+        }
+        est.on_sample(sample(t0, 50_000, 2.0)); // a 4x slower sample
+        let e = est.estimate().unwrap();
+        assert!(e.robust_bps < e.mean_bps * 0.6, "{e:?}");
+        for _ in 0..10 {
+            est.on_sample(sample(t0, 50_000, 0.5));
+        }
+        let e = est.estimate().unwrap();
+        assert!((e.robust_bps - 800_000.0).abs() < 1.0, "{e:?}");
+    }
+
+    #[test]
+    fn first_decision_is_the_startup_rung() {
+        let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+        let ctx = DecisionContext::new(Duration::ZERO, Duration::from_secs(4));
+        let d = abr.decide(&ctx).unwrap();
+        assert_eq!(d.rung, 0);
+        assert_eq!(d.planned_throughput_bps, None);
+    }
+
+    #[test]
+    fn low_buffer_never_picks_a_rung_above_throughput() {
+        let t0 = Instant::now();
+        for kbps in [20u64, 40, 70, 100, 150, 200, 300, 400] {
+            for buffer_ms in [0u64, 500, 1000, 2000, 4000] {
+                let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+                for _ in 0..5 {
+                    // 4 s worth at `kbps`, measured.
+                    abr.on_transfer(sample(t0, kbps * 1000 / 8, 1.0));
+                }
+                let ctx = DecisionContext {
+                    buffer_cap: Some(Duration::from_secs(30)),
+                    segments_remaining: Some(40),
+                    ..DecisionContext::new(Duration::from_millis(buffer_ms), Duration::from_secs(4))
+                };
+                let d = abr.decide(&ctx).unwrap();
+                assert!(
+                    d.rung == 0 || u64::from(d.bitrate.as_kbps()) <= kbps,
+                    "{kbps} kbit/s, buffer {buffer_ms} ms: chose {}",
+                    d.bitrate
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn switches_down_on_a_throughput_drop() {
+        let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+        // 1 Mbit/s for 100 s, then 100 kbit/s.
+        let (rungs, stall) = simulate(&mut abr, 60, |t| if t < 100.0 { 1e6 } else { 1e5 });
+        assert_eq!(rungs[10], 6, "{rungs:?}");
+        // The drop happens during segment ~33; within three segments the chooser is at or below
+        // the new throughput and stays there until the end game (last 10 segments), where the
+        // buffer is spent.
+        let drop = rungs.iter().rposition(|&r| r == 6).unwrap();
+        assert!((30..40).contains(&drop), "{rungs:?}");
+        for &r in &rungs[drop + 3..50] {
+            assert!(ladder().rungs()[r].as_bps() <= 100_000, "{rungs:?}");
+        }
+        // The buffer absorbs the drop.
+        assert!(stall < 1e-9, "stall {stall}: {rungs:?}");
+    }
+
+    #[test]
+    fn no_oscillation_on_a_steady_link() {
+        for kbps in [50.0, 110.0, 150.0, 230.0, 500.0] {
+            let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+            let (rungs, stall) = simulate(&mut abr, 60, |_| kbps * 1000.0);
+            assert!(stall < 1e-9, "{kbps}: stall {stall}");
+            // No flapping: a switch is never undone within three segments.
+            for i in 1..rungs.len().saturating_sub(3) {
+                if rungs[i] != rungs[i - 1] {
+                    assert!(
+                        !rungs[i + 1..i + 4].contains(&rungs[i - 1]),
+                        "{kbps} kbit/s: flapping at {i}: {rungs:?}"
+                    );
+                }
+            }
+            // Few switches, and the mean bitrate of the steady part is about the link rate at most.
+            let switches = rungs.windows(2).filter(|w| w[0] != w[1]).count();
+            assert!(
+                switches <= 8,
+                "{kbps} kbit/s: {switches} switches: {rungs:?}"
+            );
+            let steady = &rungs[10..50];
+            let mean: f64 = steady
+                .iter()
+                .map(|&r| f64::from(ladder().rungs()[r].as_bps()))
+                .sum::<f64>()
+                / steady.len() as f64;
+            // (within 10 %: the buffer level differs between the ends of the window)
+            assert!(mean <= kbps * 1100.0, "{kbps}: {rungs:?}");
+            // On a link above the top rung, the top rung from the second segment on.
+            if kbps >= 400.0 {
+                assert!(rungs[1..].iter().all(|&r| r == 6), "{rungs:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_are_deterministic() {
+        let run = || {
+            let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+            simulate(&mut abr, 60, |t| 150_000.0 + 120_000.0 * (t / 7.0).sin())
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn spends_the_buffer_at_the_end_of_the_stream() {
+        let t0 = Instant::now();
+        let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+        for _ in 0..5 {
+            abr.on_transfer(sample(t0, 50_000, 4.0)); // 100 kbit/s
+        }
+        let mut ctx = DecisionContext {
+            buffer_cap: Some(Duration::from_secs(30)),
+            segments_remaining: Some(40),
+            ..DecisionContext::new(Duration::from_secs(26), Duration::from_secs(4))
+        };
+        abr.set_current_rung(6);
+        let mid = abr.decide(&ctx).unwrap().rung;
+        ctx.segments_remaining = Some(1);
+        abr.set_current_rung(6);
+        let end = abr.decide(&ctx).unwrap().rung;
+        assert!(end > mid, "mid {mid}, end {end}");
+        assert_eq!(end, 6);
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert_eq!(Ladder::new([]), Err(AbrError::EmptyLadder));
+        assert_eq!(Ladder::new([Bitrate::kbps(0)]), Err(AbrError::ZeroBitrate));
+        assert_eq!(
+            Ladder::new([Bitrate::kbps(64), Bitrate::kbps(64)]),
+            Err(AbrError::DuplicateRung(Bitrate::kbps(64)))
+        );
+        assert_eq!(
+            Ladder::new((1..=40).map(Bitrate::kbps)),
+            Err(AbrError::TooManyRungs(MAX_RUNGS + 1))
+        );
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            TransferSample::new(10, later, t0, later),
+            Err(AbrError::SampleOutOfOrder)
+        );
+        assert_eq!(
+            TransferSample::new(0, t0, t0, later),
+            Err(AbrError::EmptySample)
+        );
+        let mut cfg = AbrConfig::new(ladder());
+        cfg.optimism = 2.0;
+        assert!(matches!(
+            AbrController::new(cfg),
+            Err(AbrError::InvalidConfig(_))
+        ));
+        let mut abr = AbrController::new(AbrConfig::new(ladder())).unwrap();
+        let sizes = [1u64, 2, 3];
+        let ctx = DecisionContext {
+            next_segment_bytes: Some(&sizes),
+            ..DecisionContext::new(Duration::ZERO, Duration::from_secs(4))
+        };
+        assert_eq!(
+            abr.decide(&ctx),
+            Err(AbrError::SegmentSizesMismatch { given: 3, rungs: 7 })
+        );
+        assert_eq!(
+            abr.decide(&DecisionContext::new(Duration::ZERO, Duration::ZERO)),
+            Err(AbrError::ZeroSegmentDuration)
+        );
+    }
+
+    #[test]
+    fn ladder_order_and_thinning_for_hls() {
+        let l = Ladder::new([320, 32, 128, 96, 64, 192, 256].map(Bitrate::kbps)).unwrap();
+        assert_eq!(l.rungs()[0], Bitrate::kbps(32));
+        assert_eq!(
+            l.playlist_order(Bitrate::kbps(150)),
+            vec![3, 0, 1, 2, 4, 5, 6]
+        );
+        assert_eq!(
+            l.playlist_order(Bitrate::kbps(10)),
+            vec![0, 1, 2, 3, 4, 5, 6]
+        );
+        // Steps below 1.4x are dropped: 32, 64, 96 (1.5x), 192 (2x of 96? no: 128 is 1.33x).
+        assert_eq!(l.thinned(1.4), vec![0, 1, 2, 4, 6]);
+        assert_eq!(l.thinned(1.0), vec![0, 1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn progressive_context_subtracts_the_queue() {
+        let c = DecisionContext::for_progressive(
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+        );
+        assert_eq!(c.buffer, Duration::from_secs(7));
+        let c = DecisionContext::for_progressive(
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+        );
+        assert_eq!(c.buffer, Duration::ZERO);
     }
 }
