@@ -17,7 +17,7 @@
 //!   for ending the horizon with a buffer below a reserve. The throughput it plans with moves
 //!   from the robust estimate towards the mean as the buffer fills. These buffer-dependent terms
 //!   make the chooser cautious when the buffer is low and let it spend a full buffer, and the
-//!   reserve is dropped when the horizon reaches the end of the stream. Plans are searched
+//!   reserve shrinks to the media left after the horizon near the end of the stream. Plans are searched
 //!   exactly with Pareto pruning (a plan with less buffer and less reward than another one with
 //!   the same last rung is dropped), so the cost is small and bounded.
 //! - [`Ladder`] holds the renditions and answers the HLS questions: which rungs are worth
@@ -754,10 +754,14 @@ impl AbrController {
                 pareto(f);
             }
         }
-        let reserve = if reaches_end {
-            0.0
-        } else {
-            cfg.reserve.as_secs_f64()
+        // No more reserve is needed than the media left to fetch after the horizon.
+        let reserve = match ctx.segments_remaining {
+            _ if reaches_end => 0.0,
+            Some(rem) => cfg
+                .reserve
+                .as_secs_f64()
+                .min((rem as usize).saturating_sub(h) as f64 * d),
+            None => cfg.reserve.as_secs_f64(),
         };
         let mut best: Option<(f64, usize)> = None;
         for p in self.frontier.iter().flatten() {
