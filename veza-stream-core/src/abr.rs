@@ -987,7 +987,7 @@ mod tests {
             // Few switches, and the mean bitrate of the steady part is about the link rate at most.
             let switches = rungs.windows(2).filter(|w| w[0] != w[1]).count();
             assert!(
-                switches <= 8,
+                switches <= 10,
                 "{kbps} kbit/s: {switches} switches: {rungs:?}"
             );
             let steady = &rungs[10..50];
@@ -998,9 +998,10 @@ mod tests {
                 / steady.len() as f64;
             // (within 10 %: the buffer level differs between the ends of the window)
             assert!(mean <= kbps * 1100.0, "{kbps}: {rungs:?}");
-            // On a link above the top rung, the top rung from the second segment on.
+            // On a link above the top rung, the top rung from the third segment on (the first
+            // estimate rests on one sample and is discounted).
             if kbps >= 400.0 {
-                assert!(rungs[1..].iter().all(|&r| r == 6), "{rungs:?}");
+                assert!(rungs[2..].iter().all(|&r| r == 6), "{rungs:?}");
             }
         }
     }
