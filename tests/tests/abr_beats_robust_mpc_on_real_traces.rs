@@ -48,10 +48,16 @@ fn harness_dir() -> Option<(PathBuf, PathBuf)> {
 
 /// Copies the subset of traces described in the file docs into `dest`; returns how many.
 fn copy_subset(traces: &Path, dest: &Path) -> usize {
-    let manifest = std::fs::read_to_string(traces.join("manifest.csv")).unwrap();
-    let mut header = manifest.lines().next().unwrap().split(',');
-    let file_col = header.clone().position(|c| c == "file").unwrap();
-    let mean_col = header.position(|c| c == "mean_mbps").unwrap();
+    let manifest =
+        std::fs::read_to_string(traces.join("manifest.csv")).expect("manifest.csv is readable");
+    let mut header = manifest.lines().next().expect("manifest header").split(',');
+    let file_col = header
+        .clone()
+        .position(|c| c == "file")
+        .expect("manifest has a file column");
+    let mean_col = header
+        .position(|c| c == "mean_mbps")
+        .expect("manifest has a mean_mbps column");
     let mut eligible: Vec<String> = manifest
         .lines()
         .skip(1)
@@ -62,12 +68,12 @@ fn copy_subset(traces: &Path, dest: &Path) -> usize {
         })
         .collect();
     eligible.sort();
-    std::fs::create_dir_all(dest).unwrap();
+    std::fs::create_dir_all(dest).expect("temporary folder");
     let mut n = 0;
     for file in eligible.iter().step_by(4) {
         let src = traces.join(file);
-        let name = src.file_name().unwrap();
-        std::fs::copy(&src, dest.join(name)).unwrap();
+        let name = src.file_name().expect("trace file name");
+        std::fs::copy(&src, dest.join(name)).expect("trace copied");
         n += 1;
     }
     n
