@@ -17,9 +17,13 @@
 //!   for ending the horizon with a buffer below a reserve. The throughput it plans with moves
 //!   from the robust estimate towards the mean as the buffer fills. These buffer-dependent terms
 //!   make the chooser cautious when the buffer is low and let it spend a full buffer, and the
-//!   reserve shrinks to the media left after the horizon near the end of the stream. Plans are searched
-//!   exactly with Pareto pruning (a plan with less buffer and less reward than another one with
-//!   the same last rung is dropped), so the cost is small and bounded.
+//!   reserve shrinks to the media left after the horizon near the end of the stream. Plans are
+//!   searched exactly with Pareto pruning (a plan with less buffer and less reward than another
+//!   one with the same last rung is dropped), so the cost is small and bounded, and the search
+//!   reuses its buffers (no allocation per decision).
+//!
+//! The chooser is a decision function rather than a `handle_input`/`poll_output` machine: it has
+//! no timers and no outputs of its own; the caller asks it at each switch point.
 //! - [`Ladder`] holds the renditions and answers the HLS questions: which rungs are worth
 //!   offering ([`Ladder::thinned`]) and in which order to list them in a master playlist
 //!   ([`Ladder::playlist_order`]).
@@ -781,7 +785,8 @@ impl AbrController {
 /// Keep the plans not dominated in (buffer, reward), at most [`MAX_PLANS_PER_RUNG`] of them.
 fn pareto(plans: &mut Vec<Plan>) {
     // Highest buffer first; among equal buffers, highest reward, then highest first rung.
-    plans.sort_by(|a, b| {
+    // (Unstable sort: no allocation; entries equal on all three keys are interchangeable.)
+    plans.sort_unstable_by(|a, b| {
         b.buffer
             .total_cmp(&a.buffer)
             .then(b.reward.total_cmp(&a.reward))
@@ -1092,7 +1097,8 @@ mod tests {
             l.playlist_order(Bitrate::kbps(10)),
             vec![0, 1, 2, 3, 4, 5, 6]
         );
-        // Steps below 1.4x are dropped: 32, 64, 96 (1.5x), 192 (2x of 96? no: 128 is 1.33x).
+        // Steps below 1.4x the previous kept rung are dropped: 128 (1.33x 96) and 256 (1.33x
+        // 192); the top rung is always kept.
         assert_eq!(l.thinned(1.4), vec![0, 1, 2, 4, 6]);
         assert_eq!(l.thinned(1.0), vec![0, 1, 2, 3, 4, 5, 6]);
     }
