@@ -40,6 +40,8 @@ pub struct OutputSettings {
     pub channels: Option<u16>,
     /// FLAC level 0-8. Default 5.
     pub flac_level: u8,
+    /// FLAC encoder threads (see [`EncoderConfig::flac_threads`]). Default 1.
+    pub flac_threads: usize,
     /// FLAC and WAV bits per sample (16 or 24); `None` picks 24 for sources deeper than 16
     /// bits, else 16.
     pub bits_per_sample: Option<u8>,
@@ -58,6 +60,7 @@ impl OutputSettings {
             sample_rate: None,
             channels: None,
             flac_level: 5,
+            flac_threads: 1,
             bits_per_sample: None,
             mp3_algorithm_quality: 3,
             aac_afterburner: true,
@@ -86,6 +89,7 @@ impl OutputSettings {
             cfg.rate_control = rc;
         }
         cfg.flac_level = self.flac_level;
+        cfg.flac_threads = self.flac_threads;
         cfg.bits_per_sample =
             self.bits_per_sample
                 .unwrap_or(if source_bits.is_some_and(|b| b > 16) {
