@@ -2,8 +2,10 @@
 //!
 //! - [`Transcoder`]: incremental. Push input bytes as they arrive ([`Transcoder::push`]), take
 //!   encoded bytes when convenient ([`Transcoder::take_output`]), then [`Transcoder::finish`].
-//!   No threads, no async; memory is bounded by the decoder's look-ahead, one block of PCM at each
-//!   stage and the output not yet taken, whatever the input length.
+//!   No threads (unless [`OutputSettings::flac_threads`] is above 1: then the FLAC encoder's
+//!   scoped threads, which end within each call), no async; memory is bounded by the decoder's
+//!   look-ahead, one block of PCM at each stage and the output not yet taken, whatever the
+//!   input length.
 //! - [`transcode_path`] and [`transcode_reader`]: one call over a path or a reader.
 //!
 //! The [`Pipeline`] between decoder and encoder is public too, for callers that have PCM.
@@ -506,7 +508,8 @@ impl TranscodeReport {
     }
 }
 
-/// The incremental transcoder: bytes in, bytes out, no threads.
+/// The incremental transcoder: bytes in, bytes out, no threads (except FLAC's with
+/// [`OutputSettings::flac_threads`] above 1).
 ///
 /// ```no_run
 /// use veza_audio::transcode::{Transcoder, TranscodeOptions};
