@@ -37,7 +37,7 @@ use crate::encode::{Encoder, EncoderConfig, HeaderPatch, check_spec};
 use crate::error::{AudioError, Result};
 use crate::format::{AudioSpec, OutputFormat};
 use crate::metadata::Tags;
-use crate::pcm::{PcmBuffer, f32_to_int};
+use crate::pcm::PcmBuffer;
 
 /// Frames per FLAC frame (block), the reference encoder's size for levels 3 and up.
 pub const BLOCK_SIZE: usize = 4096;
@@ -168,6 +168,19 @@ fn level_config(level: u8) -> Result<(config::Encoder, StereoModes)> {
         }
     }
     Ok((c, modes))
+}
+
+/// Appends `src` converted as [`crate::pcm::f32_to_int`] does, in f32 arithmetic, which the compiler
+/// vectorises (the f64 version is 5 % of the encoding time). The results are the same for
+/// depths up to 24 bits: scaling by a power of two is exact in f32, so rounding the product
+/// rounds the same value, and both clamping bounds are exact f32 values.
+fn extend_as_ints(dst: &mut Vec<i32>, src: &[f32], bits: u32) {
+    debug_assert!(bits <= 24);
+    let scale = (1u32 << (bits - 1)) as f32;
+    dst.extend(
+        src.iter()
+            .map(|&s| (s * scale).round().clamp(-scale, scale - 1.0) as i32),
+    );
 }
 
 fn flac_err(e: impl fmt::Display) -> AudioError {
@@ -662,7 +675,7 @@ impl Encoder for FlacEncoder {
             let gathered = self.pending.first().map_or(0, Vec::len);
             let end = frames.min(i + batch_frames - gathered);
             for (dst, src) in self.pending.iter_mut().zip(planes) {
-                dst.extend(src[i..end].iter().map(|&s| f32_to_int(s, bits)));
+                extend_as_ints(dst, &src[i..end], bits);
             }
             let full = gathered + (end - i) == batch_frames;
             i = end;
@@ -751,6 +764,7 @@ mod tests {
     use crate::encode::testutil::{
         apply_patch, assert_sine, decode, encode_in_blocks, ffprobe, sine,
     };
+    use crate::pcm::f32_to_int;
 
     fn config(rate: u32, channels: u16, bits: u8, level: u8) -> EncoderConfig {
         let mut c = EncoderConfig::new(OutputFormat::Flac, AudioSpec::new(rate, channels).unwrap());
@@ -1110,5 +1124,41 @@ mod tests {
             ffmpeg_decode_ints(&bytes, 24) == plane,
             "ffmpeg's samples differ"
         );
+    }
+
+    #[test]
+    fn fast_conversion_matches_f32_to_int() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1.5,
+            -1.5,
+            0.999_999_9,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-40,
+        ];
+        let mut seed = 99;
+        for _ in 0..100_000 {
+            values.push(noise(&mut seed, 1 << 30) as f32 / (1 << 29) as f32);
+        }
+        for bits in [16, 24] {
+            // Exact halves of the output step, where rounding matters.
+            for k in -70_000..70_000 {
+                values.push((k as f32 + 0.5) / (1u32 << (bits - 1)) as f32);
+            }
+            let mut fast = Vec::new();
+            extend_as_ints(&mut fast, &values, bits);
+            for (v, f) in values.iter().zip(&fast) {
+                assert_eq!(*f, f32_to_int(*v, bits), "{v} at {bits} bits");
+            }
+        }
     }
 }
