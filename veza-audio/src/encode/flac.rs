@@ -42,9 +42,10 @@ use crate::pcm::PcmBuffer;
 /// Frames per FLAC frame (block), the reference encoder's size for levels 3 and up.
 pub const BLOCK_SIZE: usize = 4096;
 /// Blocks each thread encodes per batch when [`EncoderConfig::flac_threads`] is above 1: enough
-/// to make starting the threads cheap (under 5 % of the work), few enough to keep memory small
-/// (a batch of 2 threads holds 16 blocks, 512 KiB of 16-bit stereo samples).
-const BLOCKS_PER_THREAD: usize = 8;
+/// that a thread started late (on a busy machine) still finds work, few enough to keep memory
+/// small (a batch of 2 threads holds 32 blocks, 1 MiB of samples at 2 channels, about 3 s of
+/// 44.1 kHz audio). With 8, a loaded 2-core machine ran 2 threads no faster than 1.
+const BLOCKS_PER_THREAD: usize = 16;
 /// Most threads used, whatever is asked.
 const MAX_THREADS: usize = 64;
 /// Longest tag value written (longer ones are cut at a character boundary), so the
@@ -79,7 +80,7 @@ const VENDOR: &str = concat!("veza-audio ", env!("CARGO_PKG_VERSION"), " (flacen
 /// # Threads
 ///
 /// With [`EncoderConfig::flac_threads`] above 1, full blocks are gathered into batches of
-/// `8 x threads` blocks, and each batch is encoded on that many scoped threads (the caller's
+/// `16 x threads` blocks, and each batch is encoded on that many scoped threads (the caller's
 /// thread is one of them, and also computes the MD5) before [`Encoder::encode`] returns; the
 /// frames are written in order. The output bytes are the same whatever the thread count, but
 /// they come out a batch at a time instead of a block at a time.
@@ -1055,8 +1056,8 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_the_bytes() {
-        // 40 blocks and a bit: more than one batch of 2 and of 3 threads, and a short last one.
-        let frames = 40 * BLOCK_SIZE + 123;
+        // 100 blocks and a bit: more than one batch of 2 and of 3 threads, and a short last one.
+        let frames = 100 * BLOCK_SIZE + 123;
         for (channels, bits) in [(2u16, 16u8), (2, 24), (1, 24), (6, 16)] {
             let mut cfg = config(48_000, channels, bits, 5);
             let pcm = if channels == 2 {
