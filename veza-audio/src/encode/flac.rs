@@ -179,10 +179,11 @@ fn level_config(level: u8) -> Result<(config::Encoder, StereoModes)> {
     Ok((c, modes))
 }
 
-/// Appends `src` converted as [`crate::pcm::f32_to_int`] does, in f32 arithmetic, which the compiler
-/// vectorises (the f64 version is 5 % of the encoding time). The results are the same for
-/// depths up to 24 bits: scaling by a power of two is exact in f32, so rounding the product
-/// rounds the same value, and both clamping bounds are exact f32 values.
+/// Appends `src` converted as [`crate::pcm::f32_to_int`] does, in f32 arithmetic, cheaper
+/// than its f64 (the conversion took 5.3 % of the encoding time with it, 4.3 % with this).
+/// The results are the same for depths up to 24 bits: scaling by a power of two is exact in
+/// f32, so rounding the product rounds the same value, and both clamping bounds are exact f32
+/// values.
 fn extend_as_ints(dst: &mut Vec<i32>, src: &[f32], bits: u32) {
     debug_assert!(bits <= 24);
     let scale = (1u32 << (bits - 1)) as f32;
