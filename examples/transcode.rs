@@ -1,5 +1,6 @@
 //! Transcode one file: `transcode INPUT -o OUTPUT [--format mp3|flac|aac|m4a|ogg|wav]
-//! [--bitrate KBPS] [--quality low|medium|high] [--rate HZ] [--channels N] [--normalize LUFS]`.
+//! [--bitrate KBPS] [--quality low|medium|high] [--rate HZ] [--channels N] [--normalize LUFS]
+//! [--threads N]`. `--threads` sets the FLAC encoder's threads (0 = one per core; default 1).
 //!
 //! `--demo` instead of INPUT generates a 30-second synthetic stereo WAV (`--demo-seconds N`)
 //! in the system's temporary directory and transcodes that.
@@ -16,7 +17,7 @@ use veza_examples::Args;
 
 const USAGE: &str = "usage: transcode INPUT -o OUTPUT [--format mp3|flac|aac|m4a|ogg|wav] [--bitrate KBPS] \
 [--vbr Q0-10] [--quality low|medium|high] [--rate HZ] [--channels N] [--normalize LUFS] [--gain DB] \
-[--fade-in SECS] [--fade-out SECS] [--no-progress]\n       transcode --demo [--demo-seconds N] -o OUTPUT ...";
+[--fade-in SECS] [--fade-out SECS] [--threads N] [--no-progress]\n       transcode --demo [--demo-seconds N] -o OUTPUT ...";
 
 fn main() -> ExitCode {
     match run() {
@@ -54,6 +55,7 @@ fn run() -> Result<(), String> {
     let fade_out = a.parsed::<f64>(&["--fade-out"])?;
     let demo = a.flag("--demo");
     let demo_seconds = a.parsed::<f64>(&["--demo-seconds"])?.unwrap_or(30.0);
+    let threads = a.parsed::<usize>(&["--threads", "-j"])?;
     let no_progress = a.flag("--no-progress");
     let pos = a.positional()?;
 
@@ -83,6 +85,9 @@ fn run() -> Result<(), String> {
         settings.sample_rate = Some(SampleRate::new(hz).map_err(|e| e.to_string())?);
     }
     settings.channels = channels;
+    if let Some(n) = threads {
+        settings.flac_threads = n;
+    }
     let mut opts = TranscodeOptions::new(format);
     opts.output = Some(settings);
     opts.processing.normalize_lufs = normalize;

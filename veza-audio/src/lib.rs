@@ -50,9 +50,10 @@
 //! [`transcode::Transcoder::push`] takes any number of bytes and encodes what can be decoded;
 //! [`transcode::Transcoder::take_output`] hands over what is ready without copying;
 //! [`transcode::Transcoder::finish`] flushes. The output does not depend on how the input was
-//! split. Nothing spawns threads or blocks. Memory is bounded by the decoder's look-ahead
-//! ([`decode::DecoderOptions::push_lookahead`], 64 KiB by default), one block per stage and the
-//! output not yet taken, whatever the input's length.
+//! split. Nothing spawns threads or blocks (except the FLAC encoder when asked for threads by
+//! `EncoderConfig::flac_threads`; its scoped threads end within each call). Memory is bounded
+//! by the decoder's look-ahead ([`decode::DecoderOptions::push_lookahead`], 64 KiB by default),
+//! one block per stage and the output not yet taken, whatever the input's length.
 //!
 //! # Errors
 //!

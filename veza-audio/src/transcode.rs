@@ -2,8 +2,10 @@
 //!
 //! - [`Transcoder`]: incremental. Push input bytes as they arrive ([`Transcoder::push`]), take
 //!   encoded bytes when convenient ([`Transcoder::take_output`]), then [`Transcoder::finish`].
-//!   No threads, no async; memory is bounded by the decoder's look-ahead, one block of PCM at each
-//!   stage and the output not yet taken, whatever the input length.
+//!   No threads (unless [`OutputSettings::flac_threads`] is above 1: then the FLAC encoder's
+//!   scoped threads, which end within each call), no async; memory is bounded by the decoder's
+//!   look-ahead, one block of PCM at each stage and the output not yet taken, whatever the
+//!   input length.
 //! - [`transcode_path`] and [`transcode_reader`]: one call over a path or a reader.
 //!
 //! The [`Pipeline`] between decoder and encoder is public too, for callers that have PCM.
@@ -40,6 +42,8 @@ pub struct OutputSettings {
     pub channels: Option<u16>,
     /// FLAC level 0-8. Default 5.
     pub flac_level: u8,
+    /// FLAC encoder threads (see [`EncoderConfig::flac_threads`]). Default 1.
+    pub flac_threads: usize,
     /// FLAC and WAV bits per sample (16 or 24); `None` picks 24 for sources deeper than 16
     /// bits, else 16.
     pub bits_per_sample: Option<u8>,
@@ -58,6 +62,7 @@ impl OutputSettings {
             sample_rate: None,
             channels: None,
             flac_level: 5,
+            flac_threads: 1,
             bits_per_sample: None,
             mp3_algorithm_quality: 3,
             aac_afterburner: true,
@@ -86,6 +91,7 @@ impl OutputSettings {
             cfg.rate_control = rc;
         }
         cfg.flac_level = self.flac_level;
+        cfg.flac_threads = self.flac_threads;
         cfg.bits_per_sample =
             self.bits_per_sample
                 .unwrap_or(if source_bits.is_some_and(|b| b > 16) {
@@ -502,7 +508,8 @@ impl TranscodeReport {
     }
 }
 
-/// The incremental transcoder: bytes in, bytes out, no threads.
+/// The incremental transcoder: bytes in, bytes out, no threads (except FLAC's with
+/// [`OutputSettings::flac_threads`] above 1).
 ///
 /// ```no_run
 /// use veza_audio::transcode::{Transcoder, TranscodeOptions};

@@ -65,6 +65,11 @@ pub struct EncoderConfig {
     pub rate_control: RateControl,
     /// FLAC compression level 0 (fastest) to 8 (smallest). Default 5.
     pub flac_level: u8,
+    /// Threads the FLAC encoder encodes frames on: 1 (the default) encodes in the caller's
+    /// thread, 0 uses one per available core. Above 1, blocks are encoded a batch at a time
+    /// on scoped threads (see the FLAC encoder's docs); the output bytes do not
+    /// depend on it. Other formats ignore it.
+    pub flac_threads: usize,
     /// Bits per sample of FLAC and WAV output: 16 or 24. Default 16.
     pub bits_per_sample: u8,
     /// LAME's algorithm quality 0 (best, slowest) to 9 (fastest). Default 3 (ffmpeg's default).
@@ -90,6 +95,7 @@ impl EncoderConfig {
             spec,
             rate_control,
             flac_level: 5,
+            flac_threads: 1,
             bits_per_sample: 16,
             mp3_algorithm_quality: 3,
             aac_afterburner: true,
@@ -123,7 +129,9 @@ pub struct HeaderPatch {
 /// An audio encoder: PCM in, encoded bytes out.
 ///
 /// Call [`Encoder::encode`] with blocks of any length, then [`Encoder::finish`] once. Neither
-/// call spawns threads; memory held is bounded by one codec frame plus the caller's blocks.
+/// call spawns threads (except the FLAC encoder when [`EncoderConfig::flac_threads`] is above 1,
+/// whose threads end before the call returns); memory held is bounded by one codec frame (FLAC
+/// with threads: one batch of frames) plus the caller's blocks.
 pub trait Encoder: Send {
     /// The format written.
     fn format(&self) -> OutputFormat;
