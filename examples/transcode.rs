@@ -16,7 +16,7 @@ use veza_examples::Args;
 
 const USAGE: &str = "usage: transcode INPUT -o OUTPUT [--format mp3|flac|aac|m4a|ogg|wav] [--bitrate KBPS] \
 [--vbr Q0-10] [--quality low|medium|high] [--rate HZ] [--channels N] [--normalize LUFS] [--gain DB] \
-[--fade-in SECS] [--fade-out SECS] [--no-progress]\n       transcode --demo [--demo-seconds N] -o OUTPUT ...";
+[--fade-in SECS] [--fade-out SECS] [--threads N] [--no-progress]\n       transcode --demo [--demo-seconds N] -o OUTPUT ...";
 
 fn main() -> ExitCode {
     match run() {
@@ -55,6 +55,7 @@ fn run() -> Result<(), String> {
     let demo = a.flag("--demo");
     let demo_seconds = a.parsed::<f64>(&["--demo-seconds"])?.unwrap_or(30.0);
     let no_progress = a.flag("--no-progress");
+    let threads = a.parsed::<usize>(&["--threads"])?.unwrap_or(1);
     let pos = a.positional()?;
 
     let input: PathBuf = if demo {
@@ -85,6 +86,7 @@ fn run() -> Result<(), String> {
     settings.channels = channels;
     let mut opts = TranscodeOptions::new(format);
     opts.output = Some(settings);
+    opts.threads = threads;
     opts.processing.normalize_lufs = normalize;
     opts.processing.gain_db = gain;
     opts.processing.fade_in = fade_in.map(Duration::from_secs_f64);

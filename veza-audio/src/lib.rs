@@ -97,6 +97,7 @@ pub mod format;
 pub mod ladder;
 pub mod loudness;
 pub mod metadata;
+mod parallel;
 pub mod pcm;
 pub mod presets;
 mod sniff;

@@ -1,0 +1,653 @@
+//! Whole-file transcoding on several threads ([`TranscodeOptions::threads`]).
+//!
+//! # MP3 and AAC (ADTS): segments encoded in parallel, spliced on the frame grid
+//! The main thread decodes and converts; the PCM timeline is cut into segments of whole codec
+//! frames (1152 or 576 samples for MP3, 1024 for AAC) and each segment is encoded by a fresh
+//! encoder on a worker thread, starting `PRE` frames early (pre-roll: the encoder's MDCT
+//! overlap, psychoacoustics and bit reservoir settle) and running `POST` frames late. Since a
+//! segment starts on the frame grid and every encoder has the same constant delay, frame `j`
+//! of a segment starting at frame `s` codes the same audio as frame `s + j` of a one-thread
+//! encode. The splicer keeps the earlier segment's frames before a seam frame `g` and the later
+//! segment's frames from `g` on, choosing `g` near the nominal boundary where:
+//! - both encoders used long blocks on both sides of the seam, with the same window shape, so
+//!   the decoder's overlap-add joins two encodes of the same windowed audio;
+//! - MP3 only: the later segment's frame `g` takes `main_data_begin` bytes from the bit
+//!   reservoir, i.e. from frames the splice drops. The splicer copies those bytes into the free
+//!   space at the end of the earlier segment's last kept frames (the space that segment's own
+//!   frame `g` would have used), which must be at least as large. Frames never reference later
+//!   frames, so dropping the earlier segment's tail is safe.
+//!
+//! The LAME info frame (written by the first segment's encoder) is rebuilt for the whole
+//! stream: frame count, byte count, table of contents, end padding, music length and CRCs; the
+//! start delay is the first segment's, which is the stream's. So gapless decoders trim exactly
+//! as for a one-thread encode. Tags are written once (the first segment's).
+//!
+//! If no seam satisfies the rules within the search window, the transcode fails with
+//! [`AudioError::Encoder`] rather than write a broken stream; the window is wide enough that
+//! this has not been seen on music, but the caller can retry with one thread.
+//!
+//! # Other formats: a decode thread and an encode thread
+//! Vorbis, M4A, FLAC and WAV run the decoder and converter on one thread and the encoder on
+//! another (the output is identical to a one-thread run). Splicing Vorbis needs matching block
+//! decisions of two encoders, which libvorbis does not guarantee on a fixed grid.
+//!
+//! Memory: at most `threads + 1` segments of PCM (each at most 30 s) and their encoded bytes
+//! are held at once, plus one seek-table of fixed size.
+
+mod adts;
+mod bits;
+mod mp3;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+
+use crate::decode::Decoder;
+use crate::dsp::effects::EffectChain;
+use crate::dsp::resample::ResampleQuality;
+use crate::encode::{Encoder, EncoderConfig, HeaderPatch, new_encoder};
+use crate::error::{AudioError, Result};
+use crate::format::OutputFormat;
+use crate::metadata::{StreamInfo, Tags};
+use crate::pcm::PcmBuffer;
+use crate::transcode::{Converter, Progress};
+
+/// One codec frame inside a segment's encoded bytes, with what the splicer needs to know.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameRef {
+    /// Byte offset in the segment's output.
+    pub(crate) start: usize,
+    /// Bytes.
+    pub(crate) len: usize,
+    /// The first granule (MP3) or the frame (AAC) uses long blocks in every channel.
+    pub(crate) head_long: bool,
+    /// The last granule (MP3) or the frame (AAC) uses long blocks in every channel.
+    pub(crate) tail_long: bool,
+    /// AAC window shape (0 sine, 1 KBD); 0 for MP3.
+    pub(crate) shape: u8,
+    /// MP3 `main_data_begin`: bytes of this frame's main data in earlier frames.
+    pub(crate) mdb: u16,
+    /// MP3: offset of the main data area within the frame (after header and side info).
+    pub(crate) main_off: u16,
+    /// MP3: bytes of the main data area.
+    pub(crate) main_len: u16,
+    /// MP3: bytes of main data this frame uses (its granules' `part2_3_length`, rounded up).
+    pub(crate) used: u32,
+    /// MP3: the frame's bitrate in kbit/s.
+    pub(crate) kbps: u16,
+}
+
+/// The codecs that are spliced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mp3,
+    Adts,
+}
+
+/// Segment layout, in codec frames (except `frame_len`, in samples).
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    frame_len: u64,
+    /// Nominal segment length.
+    seg: u64,
+    /// Seams are searched this many frames either side of the nominal boundary.
+    window: u64,
+    /// Frames a segment's encoder runs before the earliest seam it may provide.
+    warm: u64,
+    /// Frames an encoder runs past the last frame it may provide (its flush pads with silence).
+    tail: u64,
+}
+
+impl Geometry {
+    fn pre(&self) -> u64 {
+        self.window + self.warm
+    }
+
+    fn post(&self) -> u64 {
+        self.window + self.tail
+    }
+
+    /// First frame coded by segment `k`'s encoder.
+    fn first(&self, k: u64) -> u64 {
+        (k * self.seg).saturating_sub(self.pre())
+    }
+
+    /// End (exclusive, in frames) of the PCM given to a non-final segment `k`.
+    fn end(&self, k: u64) -> u64 {
+        (k + 1) * self.seg + self.post()
+    }
+}
+
+/// Tunables: seam search half-window, pre-roll and tail (frames); segment length bounds (s).
+const WINDOW: u64 = 12;
+const WARM: u64 = 8;
+const TAIL: u64 = 4;
+const MIN_SEGMENT_SECS: u64 = 5;
+const MAX_SEGMENT_SECS: u64 = 30;
+
+/// One encoded segment, parsed into frames.
+struct Chunk {
+    /// Segment number.
+    index: u64,
+    /// Global frame index of `frames[0]`.
+    first: u64,
+    data: Vec<u8>,
+    /// Bytes before the first audio frame (segment 0 of MP3: ID3 tag, info frame placeholder).
+    head_len: usize,
+    frames: Vec<FrameRef>,
+    /// MP3: offset of each frame's main data area in the segment's main data stream (the
+    /// concatenated main data areas); one more entry than frames.
+    virt: Vec<u32>,
+    /// MP3: `data_end[i]` is where the main data of frames `0..i` ends in that stream.
+    data_end: Vec<u32>,
+    patch: Option<HeaderPatch>,
+}
+
+/// Length of an ID3v2 tag at the start of `b` (0 if none).
+fn id3_len(b: &[u8]) -> usize {
+    match b.get(..10) {
+        Some(h) if &h[..3] == b"ID3" => {
+            let size = h[6..10]
+                .iter()
+                .fold(0usize, |acc, &x| (acc << 7) | usize::from(x & 0x7F));
+            10 + size + if h[5] & 0x10 != 0 { 10 } else { 0 }
+        }
+        _ => 0,
+    }
+}
+
+fn parse_chunk(
+    kind: Kind,
+    index: u64,
+    first: u64,
+    data: Vec<u8>,
+    patch: Option<HeaderPatch>,
+) -> Result<Chunk> {
+    let codec = match kind {
+        Kind::Mp3 => "mp3",
+        Kind::Adts => "aac",
+    };
+    let head_len = match kind {
+        Kind::Mp3 => id3_len(&data) + patch.as_ref().map_or(0, |p| p.bytes.len()),
+        Kind::Adts => 0,
+    };
+    let mut frames = Vec::new();
+    let mut pos = head_len;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let f = match kind {
+            Kind::Mp3 => mp3::frame(rest, pos),
+            Kind::Adts => adts::frame(rest, pos),
+        }
+        .ok_or_else(|| {
+            AudioError::encoder(
+                codec,
+                format!("segment {index}: the encoder wrote an unparseable frame at byte {pos}"),
+            )
+        })?;
+        pos += f.len;
+        frames.push(f);
+    }
+    let (mut virt, mut data_end) = (Vec::new(), Vec::new());
+    if kind == Kind::Mp3 {
+        virt.reserve(frames.len() + 1);
+        data_end.reserve(frames.len() + 1);
+        let (mut v, mut end) = (0u32, 0u32);
+        virt.push(0);
+        data_end.push(0);
+        for f in &frames {
+            let begin = v.saturating_sub(u32::from(f.mdb));
+            end = end.max(begin + f.used);
+            v += u32::from(f.main_len);
+            virt.push(v);
+            data_end.push(end);
+        }
+    }
+    Ok(Chunk {
+        index,
+        first,
+        data,
+        head_len,
+        frames,
+        virt,
+        data_end,
+        patch,
+    })
+}
+
+impl Chunk {
+    /// The byte of the main data stream at `v` (MP3).
+    fn main_byte_index(&self, v: u32) -> Option<usize> {
+        let i = self.virt.partition_point(|&x| x <= v).checked_sub(1)?;
+        let f = self.frames.get(i)?;
+        Some(f.start + usize::from(f.main_off) + (v - self.virt[i]) as usize)
+    }
+}
+
+/// Assembles the output from the segments, in order.
+struct Splicer<'a> {
+    kind: Kind,
+    geo: Geometry,
+    sink: &'a mut dyn Write,
+    /// The last segment received and the index of its first frame not yet written.
+    held: Option<(Chunk, usize)>,
+    written: u64,
+    table: mp3::SeekTable,
+    audio_bytes: u64,
+    music_crc: u16,
+    info_tag: Option<HeaderPatch>,
+}
+
+impl Splicer<'_> {
+    fn push(&mut self, b: Chunk) -> Result<()> {
+        let Some((mut a, next)) = self.held.take() else {
+            self.sink.write_all(&b.data[..b.head_len])?;
+            self.written += b.head_len as u64;
+            self.info_tag = b.patch.clone();
+            self.held = Some((b, 0));
+            return Ok(());
+        };
+        let center = b.index * self.geo.seg;
+        let (ja, jb) = self.find_seam(&a, next, &b, center).ok_or_else(|| {
+            AudioError::encoder(
+                match self.kind {
+                    Kind::Mp3 => "mp3",
+                    Kind::Adts => "aac",
+                },
+                format!(
+                    "no seam between segments {} and {} satisfies the splicing rules; use one thread",
+                    a.index, b.index
+                ),
+            )
+        })?;
+        if self.kind == Kind::Mp3 {
+            let m = u32::from(b.frames[jb].mdb);
+            for i in 0..m {
+                let src = b.main_byte_index(b.virt[jb] - m + i);
+                let dst = a.main_byte_index(a.virt[ja] - m + i);
+                if let (Some(s), Some(d)) = (src, dst) {
+                    a.data[d] = b.data[s];
+                }
+            }
+        }
+        self.write_frames(&a, next, ja)?;
+        self.held = Some((b, jb));
+        Ok(())
+    }
+
+    /// The seam: indices into `a`'s and `b`'s frames of the first frame taken from `b`.
+    fn find_seam(&self, a: &Chunk, next: usize, b: &Chunk, center: u64) -> Option<(usize, usize)> {
+        let g_ok = |g: u64| -> Option<(usize, usize)> {
+            let ja = usize::try_from(g.checked_sub(a.first)?).ok()?;
+            let jb = usize::try_from(g.checked_sub(b.first)?).ok()?;
+            if ja <= next
+                || ja as u64 + self.geo.tail > a.frames.len() as u64
+                || (jb as u64) < self.geo.warm.max(1)
+                || jb >= b.frames.len()
+            {
+                return None;
+            }
+            let (fa, fb0, fb) = (a.frames[ja - 1], b.frames[jb - 1], b.frames[jb]);
+            if !(fa.tail_long && fb0.tail_long && fa.shape == fb0.shape && fb.head_long) {
+                return None;
+            }
+            if self.kind == Kind::Mp3 {
+                let m = u32::from(fb.mdb);
+                let free = a.virt[ja].checked_sub(a.data_end[ja])?;
+                // The bytes overwritten must lie in frames not yet written.
+                if m > free || a.virt[ja] - m < a.virt[next] {
+                    return None;
+                }
+            }
+            Some((ja, jb))
+        };
+        (0..=self.geo.window).find_map(|d| {
+            g_ok(center.checked_sub(d)?).or_else(|| if d > 0 { g_ok(center + d) } else { None })
+        })
+    }
+
+    fn write_frames(&mut self, c: &Chunk, from: usize, to: usize) -> Result<()> {
+        let Some(frames) = c.frames.get(from..to).filter(|f| !f.is_empty()) else {
+            return Ok(());
+        };
+        let start = frames[0].start;
+        let end = frames[frames.len() - 1].start + frames[frames.len() - 1].len;
+        let bytes = &c.data[start..end];
+        self.sink.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        if self.kind == Kind::Mp3 {
+            for f in frames {
+                self.table.add(f.kbps);
+            }
+            self.audio_bytes += bytes.len() as u64;
+            self.music_crc = mp3::crc16_update(self.music_crc, bytes);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, samples: u64) -> Result<Option<HeaderPatch>> {
+        if let Some((a, next)) = self.held.take() {
+            self.write_frames(&a, next, a.frames.len())?;
+        }
+        let Some(tag) = self.info_tag.take() else {
+            return Ok(None);
+        };
+        let totals = mp3::StreamTotals {
+            table: &self.table,
+            audio_bytes: self.audio_bytes,
+            music_crc: self.music_crc,
+            samples,
+            frame_len: self.geo.frame_len,
+        };
+        let bytes = mp3::rebuild_info_frame(&tag.bytes, &totals)
+            .ok_or_else(|| AudioError::encoder("mp3", "cannot rebuild LAME's info frame"))?;
+        Ok(Some(HeaderPatch {
+            offset: tag.offset,
+            bytes,
+        }))
+    }
+}
+
+/// A segment for a worker.
+struct Job {
+    index: u64,
+    first: u64,
+    pcm: PcmBuffer,
+    reply: SyncSender<Result<Chunk>>,
+}
+
+fn encode_segment(kind: Kind, cfg: &EncoderConfig, job: &Job) -> Result<Chunk> {
+    let mut cfg = cfg.clone();
+    if job.index > 0 {
+        cfg.tags = Tags::default();
+        cfg.seekable_output = false;
+    }
+    let mut enc = new_encoder(&cfg)?;
+    let mut out = BytesMut::with_capacity(job.pcm.frames() / 4 + 4096);
+    enc.encode(&job.pcm, &mut out)?;
+    enc.finish(&mut out)?;
+    parse_chunk(kind, job.index, job.first, out.to_vec(), enc.header_patch())
+}
+
+/// What a threaded run gives back to the transcoder.
+pub(crate) struct Outcome {
+    pub(crate) frames_decoded: u64,
+    pub(crate) bytes_written: u64,
+    pub(crate) patch: Option<HeaderPatch>,
+}
+
+/// Runs a transcode on `threads` (> 1) threads; see the module docs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    dec: &mut Decoder,
+    sink: &mut dyn Write,
+    cfg: &EncoderConfig,
+    effects: EffectChain,
+    quality: ResampleQuality,
+    threads: usize,
+    info: &StreamInfo,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome> {
+    let kind = match cfg.format {
+        OutputFormat::Mp3 => Kind::Mp3,
+        OutputFormat::Aac => Kind::Adts,
+        _ => return run_two_stage(dec, sink, cfg, effects, quality, info, progress),
+    };
+    let rate = u64::from(cfg.spec.sample_rate.hz());
+    let frame_len = match kind {
+        Kind::Mp3 if rate < 32_000 => 576,
+        Kind::Mp3 => 1152,
+        Kind::Adts => 1024,
+    };
+    let secs = |s: u64| s * rate / frame_len;
+    let total_out = info
+        .total_frames
+        .map(|t| t * rate / u64::from(info.sample_rate.hz().max(1)));
+    let seg = total_out
+        .map_or(secs(20), |t| t / frame_len / (threads as u64 * 4))
+        .clamp(secs(MIN_SEGMENT_SECS), secs(MAX_SEGMENT_SECS));
+    let geo = Geometry {
+        frame_len,
+        seg: seg.max(4 * (WINDOW + WARM + TAIL)),
+        window: WINDOW,
+        warm: WARM,
+        tail: TAIL,
+    };
+
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let rx = Arc::clone(&job_rx);
+            s.spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let r = encode_segment(kind, cfg, &job);
+                    let _ = job.reply.send(r);
+                }
+            });
+        }
+        let mut splicer = Splicer {
+            kind,
+            geo,
+            sink,
+            held: None,
+            written: 0,
+            table: mp3::SeekTable::new(),
+            audio_bytes: 0,
+            music_crc: 0,
+            info_tag: None,
+        };
+        let r = produce(dec, &mut splicer, &job_tx, threads, geo, cfg, effects, quality, info, progress);
+        drop(job_tx);
+        r
+    })
+}
+
+/// Waits for the oldest segment in flight and splices it.
+fn collect(pending: &mut VecDeque<Receiver<Result<Chunk>>>, splicer: &mut Splicer<'_>) -> Result<()> {
+    if let Some(rx) = pending.pop_front() {
+        let chunk = rx
+            .recv()
+            .map_err(|_| AudioError::InvalidState("an encoder thread stopped"))??;
+        splicer.push(chunk)?;
+    }
+    Ok(())
+}
+
+/// The main thread's part: decode, convert, cut segments, hand them out, splice the results.
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    dec: &mut Decoder,
+    splicer: &mut Splicer<'_>,
+    job_tx: &SyncSender<Job>,
+    threads: usize,
+    geo: Geometry,
+    cfg: &EncoderConfig,
+    effects: EffectChain,
+    quality: ResampleQuality,
+    info: &StreamInfo,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome> {
+    let spec = cfg.spec;
+    let f = geo.frame_len;
+    let mut conv = Converter::new(spec, effects, quality);
+    let mut drained = PcmBuffer::new(spec);
+    let mut buf = PcmBuffer::new(spec);
+    let mut buf_start = 0u64; // sample position of buf's first frame
+    let mut k = 0u64; // the segment being filled
+    let mut pending: VecDeque<Receiver<Result<Chunk>>> = VecDeque::new();
+    let mut frames_decoded = 0u64;
+    let mut samples_out = 0u64;
+
+    let submit = |buf: &mut PcmBuffer,
+                      buf_start: &mut u64,
+                      k: &mut u64,
+                      end: Option<u64>,
+                      pending: &mut VecDeque<Receiver<Result<Chunk>>>,
+                      splicer: &mut Splicer<'_>|
+     -> Result<()> {
+        let first = geo.first(*k);
+        let from = usize::try_from(first * f - *buf_start)
+            .map_err(|_| AudioError::InvalidState("segment offset"))?;
+        let to = match end {
+            Some(e) => usize::try_from(e * f - *buf_start)
+                .map_err(|_| AudioError::InvalidState("segment end"))?,
+            None => buf.frames(),
+        };
+        let planes = buf
+            .planes()
+            .iter()
+            .map(|p| p.get(from..to).map(<[f32]>::to_vec).unwrap_or_default())
+            .collect();
+        let pcm = PcmBuffer::from_planes(spec, planes);
+        while pending.len() > threads {
+            collect(pending, splicer)?;
+        }
+        let (reply, rx) = mpsc::sync_channel(1);
+        job_tx
+            .send(Job {
+                index: *k,
+                first,
+                pcm,
+                reply,
+            })
+            .map_err(|_| AudioError::InvalidState("the encoder threads stopped"))?;
+        pending.push_back(rx);
+        *k += 1;
+        let keep_from = geo.first(*k) * f;
+        if let Ok(n) = usize::try_from(keep_from.saturating_sub(*buf_start)) {
+            buf.consume_front(n);
+            *buf_start = keep_from.max(*buf_start);
+        }
+        Ok(())
+    };
+
+    let push = |block: &PcmBuffer,
+                    buf: &mut PcmBuffer,
+                    buf_start: &mut u64,
+                    k: &mut u64,
+                    pending: &mut VecDeque<Receiver<Result<Chunk>>>,
+                    splicer: &mut Splicer<'_>|
+     -> Result<()> {
+        buf.extend_from(block);
+        while *buf_start + buf.frames() as u64 >= geo.end(*k) * f {
+            let end = geo.end(*k);
+            submit(buf, buf_start, k, Some(end), pending, splicer)?;
+        }
+        Ok(())
+    };
+
+    while let Some(block) = dec.next_block()? {
+        frames_decoded += block.frames() as u64;
+        drained.clear();
+        let converted = conv.process(block, &mut drained)?;
+        samples_out += (drained.frames() + converted.frames()) as u64;
+        if !drained.is_empty() {
+            let d = drained.clone();
+            push(&d, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
+        }
+        if !converted.is_empty() {
+            push(converted, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
+        }
+        progress(Progress {
+            frames_done: frames_decoded,
+            frames_total: info.total_frames,
+            sample_rate: info.sample_rate,
+            bytes_written: splicer.written,
+        });
+    }
+    let tail = conv.flush()?;
+    samples_out += tail.frames() as u64;
+    if !tail.is_empty() {
+        let t = tail.clone();
+        push(&t, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
+    }
+    // The final segment: everything left, flushed for real by its encoder.
+    submit(&mut buf, &mut buf_start, &mut k, None, &mut pending, splicer)?;
+    while !pending.is_empty() {
+        collect(&mut pending, splicer)?;
+    }
+    let patch = splicer.finish(samples_out)?;
+    Ok(Outcome {
+        frames_decoded,
+        bytes_written: splicer.written,
+        patch,
+    })
+}
+
+/// Decoding and conversion on one thread, encoding on this one.
+fn run_two_stage(
+    dec: &mut Decoder,
+    sink: &mut dyn Write,
+    cfg: &EncoderConfig,
+    effects: EffectChain,
+    quality: ResampleQuality,
+    info: &StreamInfo,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome> {
+    let mut encoder: Box<dyn Encoder> = new_encoder(cfg)?;
+    let spec = cfg.spec;
+    // Blocks in flight: bounded, so a slow encoder holds the decoder back.
+    let (tx, rx) = mpsc::sync_channel::<Result<(u64, PcmBuffer)>>(16);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut conv = Converter::new(spec, effects, quality);
+            let mut drained = PcmBuffer::new(spec);
+            let r = (|| -> Result<()> {
+                while let Some(block) = dec.next_block()? {
+                    let n = block.frames() as u64;
+                    drained.reset(spec);
+                    let converted = conv.process(block, &mut drained)?;
+                    let mut out = std::mem::replace(&mut drained, PcmBuffer::new(spec));
+                    out.extend_from(converted);
+                    if tx.send(Ok((n, out))).is_err() {
+                        return Ok(());
+                    }
+                }
+                let tail = conv.flush()?.clone();
+                let _ = tx.send(Ok((0, tail)));
+                Ok(())
+            })();
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut buf = BytesMut::with_capacity(256 << 10);
+        let mut written = 0u64;
+        let mut frames = 0u64;
+        for item in rx {
+            let (n, pcm) = item?;
+            frames += n;
+            if !pcm.is_empty() {
+                encoder.encode(&pcm, &mut buf)?;
+            }
+            if buf.len() >= 64 << 10 {
+                sink.write_all(&buf)?;
+                written += buf.len() as u64;
+                buf.clear();
+            }
+            progress(Progress {
+                frames_done: frames,
+                frames_total: info.total_frames,
+                sample_rate: info.sample_rate,
+                bytes_written: written + buf.len() as u64,
+            });
+        }
+        encoder.finish(&mut buf)?;
+        sink.write_all(&buf)?;
+        written += buf.len() as u64;
+        Ok(Outcome {
+            frames_decoded: frames,
+            bytes_written: written,
+            patch: encoder.header_patch(),
+        })
+    })
+}
