@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use veza_audio::transcode::{TranscodeOptions, transcode_path};
 use veza_audio::{AudioSpec, OutputFormat, PcmBuffer};
-use veza_tests::{TempDir, corpus_dir, decode_path, ffmpeg_decode_frames, ffmpeg_errors, wav_bytes};
+use veza_tests::{
+    TempDir, corpus_dir, decode_path, ffmpeg_decode_frames, ffmpeg_errors, wav_bytes,
+};
 
 /// Seconds of music in the input: enough for several segments at the shortest segment length
 /// (5 s), so that the output has several seams.
@@ -38,7 +40,10 @@ fn music_wav(dir: &TempDir) -> Option<(PathBuf, usize)> {
     let a = decode_path(&corpus.join("music/ebiten-bach-air-usaf-strings.mp3")).expect("bach");
     let b = decode_path(&corpus.join("music/lincity-ng-architectural-contemplations.ogg"))
         .expect("lincity");
-    assert_eq!((a.rate, b.rate, a.channels, b.channels), (44_100, 44_100, 2, 2));
+    assert_eq!(
+        (a.rate, b.rate, a.channels, b.channels),
+        (44_100, 44_100, 2, 2)
+    );
     let n = SECS * 44_100;
     // Skip the quiet starts; both are long enough.
     let (sa, sb) = (20 * 44_100, 10 * 44_100);
@@ -107,9 +112,16 @@ fn check_spliced(format: OutputFormat, threads: usize) {
     assert_eq!(ff_many, ff_one, "{format}: ffmpeg's decoded length");
     let d1 = decode_path(&one).expect("decode one");
     let dn = decode_path(&many).expect("decode many");
-    assert_eq!(dn.frames(), d1.frames(), "{format}: symphonia's decoded length");
+    assert_eq!(
+        dn.frames(),
+        d1.frames(),
+        "{format}: symphonia's decoded length"
+    );
     if format == OutputFormat::Mp3 {
-        assert_eq!(ff_many, input_frames, "MP3: ffmpeg trims to the input length");
+        assert_eq!(
+            ff_many, input_frames,
+            "MP3: ffmpeg trims to the input length"
+        );
     }
 
     let mut r = window_errors(&d1.planes, &dn.planes);
@@ -131,7 +143,11 @@ fn check_spliced(format: OutputFormat, threads: usize) {
         worst.0,
         worst.0 as f64 * 1024.0 / 44_100.0
     );
-    assert!(db(median) < -20.0, "{format}: median window error {:.1} dB", db(median));
+    assert!(
+        db(median) < -20.0,
+        "{format}: median window error {:.1} dB",
+        db(median)
+    );
     let bound = (3.0 * p999).max(10f64.powf(-1.2));
     r.retain(|&v| v > bound);
     assert!(

@@ -16,7 +16,8 @@ pub(crate) fn frame(b: &[u8], start: usize) -> Option<FrameRef> {
         return None;
     }
     let protection_absent = head[1] & 1 == 1;
-    let len = (usize::from(head[3] & 3) << 11) | (usize::from(head[4]) << 3) | usize::from(head[5] >> 5);
+    let len =
+        (usize::from(head[3] & 3) << 11) | (usize::from(head[4]) << 3) | usize::from(head[5] >> 5);
     let raw_at = if protection_absent { 7 } else { 9 };
     if len < raw_at || b.len() < len {
         return None;

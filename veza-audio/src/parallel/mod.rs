@@ -445,14 +445,28 @@ pub(crate) fn run(
             music_crc: 0,
             info_tag: None,
         };
-        let r = produce(dec, &mut splicer, &job_tx, threads, geo, cfg, effects, quality, info, progress);
+        let r = produce(
+            dec,
+            &mut splicer,
+            &job_tx,
+            threads,
+            geo,
+            cfg,
+            effects,
+            quality,
+            info,
+            progress,
+        );
         drop(job_tx);
         r
     })
 }
 
 /// Waits for the oldest segment in flight and splices it.
-fn collect(pending: &mut VecDeque<Receiver<Result<Chunk>>>, splicer: &mut Splicer<'_>) -> Result<()> {
+fn collect(
+    pending: &mut VecDeque<Receiver<Result<Chunk>>>,
+    splicer: &mut Splicer<'_>,
+) -> Result<()> {
     if let Some(rx) = pending.pop_front() {
         let chunk = rx
             .recv()
@@ -488,11 +502,11 @@ fn produce(
     let mut samples_out = 0u64;
 
     let submit = |buf: &mut PcmBuffer,
-                      buf_start: &mut u64,
-                      k: &mut u64,
-                      end: Option<u64>,
-                      pending: &mut VecDeque<Receiver<Result<Chunk>>>,
-                      splicer: &mut Splicer<'_>|
+                  buf_start: &mut u64,
+                  k: &mut u64,
+                  end: Option<u64>,
+                  pending: &mut VecDeque<Receiver<Result<Chunk>>>,
+                  splicer: &mut Splicer<'_>|
      -> Result<()> {
         let first = geo.first(*k);
         let from = usize::try_from(first * f - *buf_start)
@@ -531,11 +545,11 @@ fn produce(
     };
 
     let push = |block: &PcmBuffer,
-                    buf: &mut PcmBuffer,
-                    buf_start: &mut u64,
-                    k: &mut u64,
-                    pending: &mut VecDeque<Receiver<Result<Chunk>>>,
-                    splicer: &mut Splicer<'_>|
+                buf: &mut PcmBuffer,
+                buf_start: &mut u64,
+                k: &mut u64,
+                pending: &mut VecDeque<Receiver<Result<Chunk>>>,
+                splicer: &mut Splicer<'_>|
      -> Result<()> {
         buf.extend_from(block);
         while *buf_start + buf.frames() as u64 >= geo.end(*k) * f {
@@ -555,7 +569,14 @@ fn produce(
             push(&d, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
         }
         if !converted.is_empty() {
-            push(converted, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
+            push(
+                converted,
+                &mut buf,
+                &mut buf_start,
+                &mut k,
+                &mut pending,
+                splicer,
+            )?;
         }
         progress(Progress {
             frames_done: frames_decoded,
@@ -571,7 +592,14 @@ fn produce(
         push(&t, &mut buf, &mut buf_start, &mut k, &mut pending, splicer)?;
     }
     // The final segment: everything left, flushed for real by its encoder.
-    submit(&mut buf, &mut buf_start, &mut k, None, &mut pending, splicer)?;
+    submit(
+        &mut buf,
+        &mut buf_start,
+        &mut k,
+        None,
+        &mut pending,
+        splicer,
+    )?;
     while !pending.is_empty() {
         collect(&mut pending, splicer)?;
     }
@@ -650,4 +678,74 @@ fn run_two_stage(
             patch: encoder.header_patch(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::AudioSpec;
+
+    /// A deterministic music-like test signal: two tones and a pseudo-random noise floor.
+    fn signal(spec: AudioSpec, frames: usize) -> PcmBuffer {
+        let mut seed = 0x1234_5678u32;
+        let planes = (0..usize::from(spec.channels))
+            .map(|ch| {
+                (0..frames)
+                    .map(|i| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        let noise = (seed as f32 / u32::MAX as f32 - 0.5) * 0.1;
+                        let t = i as f32 / 44_100.0;
+                        let f = 220.0 * (1 + ch) as f32;
+                        0.3 * (std::f32::consts::TAU * f * t).sin()
+                            + 0.2 * (std::f32::consts::TAU * 3.3 * f * t).sin()
+                            + noise
+                    })
+                    .collect()
+            })
+            .collect();
+        PcmBuffer::from_planes(spec, planes)
+    }
+
+    /// Rebuilding LAME's own info frame from the frames of a one-encoder stream gives LAME's
+    /// bytes: frame count, byte count, table of contents, padding, music length and both CRCs
+    /// are computed as LAME computes them.
+    #[test]
+    fn info_frame_rebuild_matches_lame() {
+        for rc in [
+            crate::RateControl::Cbr(crate::Bitrate::kbps(128)),
+            crate::RateControl::Vbr(5.0),
+        ] {
+            let spec = AudioSpec::new(44_100, 2).unwrap();
+            let mut cfg = EncoderConfig::new(OutputFormat::Mp3, spec).with_rate_control(rc);
+            cfg.seekable_output = true;
+            cfg.tags.title = Some("t".into());
+            let pcm = signal(spec, 44_100 * 3 + 517);
+            let mut enc = new_encoder(&cfg).unwrap();
+            let mut out = BytesMut::new();
+            enc.encode(&pcm, &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            let patch = enc.header_patch().unwrap();
+            let chunk = parse_chunk(Kind::Mp3, 0, 0, out.to_vec(), Some(patch.clone())).unwrap();
+            assert!(chunk.frames.len() > 100);
+            let mut table = mp3::SeekTable::new();
+            let mut crc = 0;
+            let mut bytes = 0;
+            for f in &chunk.frames {
+                table.add(f.kbps);
+                crc = mp3::crc16_update(crc, &chunk.data[f.start..f.start + f.len]);
+                bytes += f.len as u64;
+            }
+            let totals = mp3::StreamTotals {
+                table: &table,
+                audio_bytes: bytes,
+                music_crc: crc,
+                samples: pcm.frames() as u64,
+                frame_len: 1152,
+            };
+            let rebuilt = mp3::rebuild_info_frame(&patch.bytes, &totals).unwrap();
+            assert_eq!(rebuilt, patch.bytes, "{rc:?}");
+        }
+    }
 }

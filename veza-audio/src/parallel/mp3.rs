@@ -5,8 +5,8 @@
 //! nor a way to write the Xing/LAME tag; the fields needed are few and fixed by ISO 11172-3 and
 //! LAME's tag layout.
 
-use super::bits::BitReader;
 use super::FrameRef;
+use super::bits::BitReader;
 
 /// Bitrates (kbit/s) by index: MPEG-1 Layer III, then MPEG-2/2.5 Layer III.
 const KBPS: [[u16; 15]; 2] = [
@@ -48,7 +48,14 @@ pub(crate) fn header(b: &[u8]) -> Option<Header> {
         return None;
     }
     let kbps = KBPS[usize::from(!mpeg1)][br];
-    let rate = RATES[sr] >> if mpeg1 { 0 } else if version == 2 { 1 } else { 2 };
+    let rate = RATES[sr]
+        >> if mpeg1 {
+            0
+        } else if version == 2 {
+            1
+        } else {
+            2
+        };
     let pad = usize::from((b2 >> 1) & 1);
     let coef = if mpeg1 { 144_000 } else { 72_000 };
     let len = coef * usize::from(kbps) / rate as usize + pad;
