@@ -251,7 +251,10 @@ impl Splicer<'_> {
             return Ok(());
         };
         let center = b.index * self.geo.seg;
-        let (ja, jb) = self.find_seam(&a, next, &b, center).ok_or_else(|| {
+        let seam = self
+            .find_seam(&a, next, &b, center, false)
+            .or_else(|| self.find_seam(&a, next, &b, center, true));
+        let (ja, jb, grow) = seam.ok_or_else(|| {
             AudioError::encoder(
                 match self.kind {
                     Kind::Mp3 => "mp3",
@@ -263,6 +266,10 @@ impl Splicer<'_> {
                 ),
             )
         })?;
+        if let Some(index) = grow {
+            Self::grow_frame(&mut a, ja - 1, index)
+                .ok_or(AudioError::InvalidState("growing an MP3 frame at a seam"))?;
+        }
         if self.kind == Kind::Mp3 {
             let m = u32::from(b.frames[jb].mdb);
             for i in 0..m {
@@ -278,9 +285,18 @@ impl Splicer<'_> {
         Ok(())
     }
 
-    /// The seam: indices into `a`'s and `b`'s frames of the first frame taken from `b`.
-    fn find_seam(&self, a: &Chunk, next: usize, b: &Chunk, center: u64) -> Option<(usize, usize)> {
-        let g_ok = |g: u64| -> Option<(usize, usize)> {
+    /// The seam: indices into `a`'s and `b`'s frames of the first frame taken from `b`, and
+    /// for MP3 the bitrate index to give `a`'s last kept frame when its free space must grow
+    /// to take `b`'s reservoir bytes (`None`: it fits as it is).
+    fn find_seam(
+        &self,
+        a: &Chunk,
+        next: usize,
+        b: &Chunk,
+        center: u64,
+        allow_growth: bool,
+    ) -> Option<(usize, usize, Option<u8>)> {
+        let g_ok = |g: u64| -> Option<(usize, usize, Option<u8>)> {
             let ja = usize::try_from(g.checked_sub(a.first)?).ok()?;
             let jb = usize::try_from(g.checked_sub(b.first)?).ok()?;
             if ja <= next
@@ -294,19 +310,53 @@ impl Splicer<'_> {
             if !(fa.tail_long && fb0.tail_long && fa.shape == fb0.shape && fb.head_long) {
                 return None;
             }
+            let mut grow = None;
             if self.kind == Kind::Mp3 {
                 let m = u32::from(fb.mdb);
                 let free = a.virt[ja].checked_sub(a.data_end[ja])?;
+                let mut extra = 0;
+                if m > free {
+                    if !allow_growth {
+                        return None;
+                    }
+                    let head = &a.data[fa.start..fa.start + fa.len];
+                    let (index, more) = mp3::grow_to_fit(head, (m - free) as usize)?;
+                    grow = Some(index);
+                    extra = more as u32;
+                }
                 // The bytes overwritten must lie in frames not yet written.
-                if m > free || a.virt[ja] - m < a.virt[next] {
+                if a.virt[ja] + extra - m < a.virt[next] {
                     return None;
                 }
             }
-            Some((ja, jb))
+            Some((ja, jb, grow))
         };
         (0..=self.geo.window).find_map(|d| {
             g_ok(center.checked_sub(d)?).or_else(|| if d > 0 { g_ok(center + d) } else { None })
         })
+    }
+
+    /// Gives `a`'s frame `i` the bitrate `index` (a larger frame), the new bytes zero.
+    fn grow_frame(a: &mut Chunk, i: usize, index: u8) -> Option<()> {
+        let f = a.frames[i];
+        let end = f.start + f.len;
+        a.data[f.start + 2] = (a.data[f.start + 2] & 0x0F) | (index << 4);
+        let h = mp3::header(&a.data[f.start..])?;
+        let extra = h.len.checked_sub(f.len)?;
+        a.data.splice(end..end, std::iter::repeat_n(0u8, extra));
+        let f = &mut a.frames[i];
+        f.len = h.len;
+        f.kbps = h.kbps;
+        f.main_len += u16::try_from(extra).ok()?;
+        a.virt[i + 1] += u32::try_from(extra).ok()?;
+        // Later frames of `a` are dropped at this seam; keep their offsets consistent anyway.
+        for later in &mut a.frames[i + 1..] {
+            later.start += extra;
+        }
+        for v in &mut a.virt[i + 2..] {
+            *v += extra as u32;
+        }
+        Some(())
     }
 
     fn write_frames(&mut self, c: &Chunk, from: usize, to: usize) -> Result<()> {

@@ -142,6 +142,26 @@ pub(crate) fn frame(b: &[u8], start: usize) -> Option<FrameRef> {
     })
 }
 
+/// The smallest bitrate index above the frame's (whose header starts `head`) that makes it at
+/// least `more` bytes longer, and by how much; `None` when the table has none or the frame is
+/// CRC-protected (its CRC covers the header). A stream whose frames differ in bitrate is
+/// valid MPEG audio (it is how VBR is written); the grown frame's extra bytes are free space
+/// in the bit reservoir.
+pub(crate) fn grow_to_fit(head: &[u8], more: usize) -> Option<(u8, usize)> {
+    let h = header(head)?;
+    if h.crc {
+        return None;
+    }
+    let current = head[2] >> 4;
+    let mut probe = [head[0], head[1], head[2], head[3]];
+    (current + 1..15).find_map(|index| {
+        probe[2] = (head[2] & 0x0F) | (index << 4);
+        let len = header(&probe)?.len;
+        let extra = len.checked_sub(h.len)?;
+        (extra >= more).then_some((index, extra))
+    })
+}
+
 /// CRC-16 as LAME computes it for its tag (polynomial 0x8005 reflected, initial value 0).
 pub(crate) fn crc16_update(mut crc: u16, data: &[u8]) -> u16 {
     for &b in data {
