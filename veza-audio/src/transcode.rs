@@ -205,9 +205,11 @@ pub struct TranscodeOptions {
     pub decoder: DecoderOptions,
     /// Threads for the one-call APIs ([`transcode_path`], [`transcode_reader`],
     /// [`transcode_bytes`]). Default 1: everything on the calling thread. With 2 or more, MP3
-    /// and AAC (ADTS) output is cut into segments encoded in parallel and spliced on the codec's
-    /// frame grid (same length, same gapless info, no audible seam; the bytes differ from a
-    /// one-thread encode); other formats decode on one thread and encode on another. 0 counts
+    /// and AAC (ADTS and M4A) output is cut into segments encoded in parallel and spliced on the
+    /// codec's frame grid (same length, same gapless info, no audible seam; the bytes differ from
+    /// a one-thread encode); other formats (Vorbis, FLAC, WAV) decode on one thread and encode on
+    /// another, with the same bytes as on one thread. The threaded MP3/AAC path holds up to
+    /// `threads + 1` segments of at most 30 s of PCM. 0 counts
     /// as 1. The incremental [`Transcoder`] always uses one thread.
     pub threads: usize,
 }

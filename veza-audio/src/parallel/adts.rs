@@ -22,40 +22,64 @@ pub(crate) fn frame(b: &[u8], start: usize) -> Option<FrameRef> {
     if len < raw_at || b.len() < len {
         return None;
     }
-    // The first element: a single channel element (0) or a channel pair (1); the splicer only
-    // accepts seams where the window of every channel is known to be long, so a pair without a
-    // common window (whose second window is further in) counts as "not long".
-    let mut r = BitReader::new(b.get(raw_at..len)?);
-    let element = r.read(3)?;
-    r.skip(4); // element_instance_tag
-    let (known, sequence, shape) = match element {
-        0 => {
-            r.skip(8); // global_gain
-            r.skip(1); // ics_reserved_bit
-            (true, r.read(2)?, r.read(1)?)
-        }
-        1 => {
-            let common = r.read(1)? == 1;
-            if common {
-                r.skip(1);
-                (true, r.read(2)?, r.read(1)?)
-            } else {
-                (false, 0, 0)
-            }
-        }
-        _ => (false, 0, 0),
-    };
-    let long = known && sequence == ONLY_LONG;
+    let (long, shape) = window(b.get(raw_at..len)?);
     Some(FrameRef {
         start,
         len,
         head_long: long,
         tail_long: long,
-        shape: shape as u8,
+        shape,
         mdb: 0,
         main_off: 0,
         main_len: 0,
         used: 0,
         kbps: 0,
     })
+}
+
+/// A raw access unit (as an MP4 sample) at `start` of a segment's bytes.
+pub(crate) fn raw_unit(unit: &[u8], start: usize) -> FrameRef {
+    let (long, shape) = window(unit);
+    FrameRef {
+        start,
+        len: unit.len(),
+        head_long: long,
+        tail_long: long,
+        shape,
+        mdb: 0,
+        main_off: 0,
+        main_len: 0,
+        used: 0,
+        kbps: 0,
+    }
+}
+
+/// Whether the raw data block's first element uses only long windows, and its window shape.
+///
+/// The first element is a single channel element (0) or a channel pair (1); the splicer only
+/// accepts seams where the window of every channel is known to be long, so a pair without a
+/// common window (whose second window is further in) counts as "not long", as does anything
+/// unreadable.
+fn window(raw: &[u8]) -> (bool, u8) {
+    let mut r = BitReader::new(raw);
+    let Some(element) = r.read(3) else {
+        return (false, 0);
+    };
+    r.skip(4); // element_instance_tag
+    let ics = match element {
+        0 => {
+            r.skip(8 + 1); // global_gain, ics_reserved_bit
+            true
+        }
+        1 => {
+            let common = r.read(1) == Some(1);
+            r.skip(1); // ics_reserved_bit
+            common
+        }
+        _ => false,
+    };
+    match (ics, r.read(2), r.read(1)) {
+        (true, Some(sequence), Some(shape)) => (sequence == ONLY_LONG, shape as u8),
+        _ => (false, 0),
+    }
 }

@@ -1,6 +1,6 @@
 //! Whole-file transcoding on several threads ([`TranscodeOptions::threads`]).
 //!
-//! # MP3 and AAC (ADTS): segments encoded in parallel, spliced on the frame grid
+//! # MP3 and AAC (ADTS, M4A): segments encoded in parallel, spliced on the frame grid
 //! The main thread decodes and converts; the PCM timeline is cut into segments of whole codec
 //! frames (1152 or 576 samples for MP3, 1024 for AAC) and each segment is encoded by a fresh
 //! encoder on a worker thread, starting `PRE` frames early (pre-roll: the encoder's MDCT
@@ -14,20 +14,27 @@
 //! - MP3 only: the later segment's frame `g` takes `main_data_begin` bytes from the bit
 //!   reservoir, i.e. from frames the splice drops. The splicer copies those bytes into the free
 //!   space at the end of the earlier segment's last kept frames (the space that segment's own
-//!   frame `g` would have used), which must be at least as large. Frames never reference later
-//!   frames, so dropping the earlier segment's tail is safe.
+//!   frame `g` would have used). Seams where that space is large enough are preferred; if none
+//!   is in the window (the two encoders' reservoirs have not converged, seen at 64 kbit/s), the
+//!   earlier segment's last kept frame is given the next bitrate that makes room, as a VBR
+//!   stream would (its audio is unchanged; the extra bytes are reservoir space). Frames never
+//!   reference later frames, so dropping the earlier segment's tail is safe.
+//!
+//! M4A: the segments are encoded as raw access units and spliced the same way as ADTS, and the
+//! spliced units go through one fragmented-MP4 writer, so one `moov` (edit list, `iTunSMPB`,
+//! durations) covers the whole stream.
 //!
 //! The LAME info frame (written by the first segment's encoder) is rebuilt for the whole
 //! stream: frame count, byte count, table of contents, end padding, music length and CRCs; the
 //! start delay is the first segment's, which is the stream's. So gapless decoders trim exactly
 //! as for a one-thread encode. Tags are written once (the first segment's).
 //!
-//! If no seam satisfies the rules within the search window, the transcode fails with
-//! [`AudioError::Encoder`] rather than write a broken stream; the window is wide enough that
-//! this has not been seen on music, but the caller can retry with one thread.
+//! If no seam satisfies the rules within the search window (for example more than 25 frames of
+//! short blocks in a row), the transcode fails with [`AudioError::Encoder`] rather than write a
+//! broken stream; it has not been seen on music, and the caller can retry with one thread.
 //!
 //! # Other formats: a decode thread and an encode thread
-//! Vorbis, M4A, FLAC and WAV run the decoder and converter on one thread and the encoder on
+//! Vorbis, FLAC and WAV run the decoder and converter on one thread and the encoder on
 //! another (the output is identical to a one-thread run). Splicing Vorbis needs matching block
 //! decisions of two encoders, which libvorbis does not guarantee on a fixed grid.
 //!
@@ -48,6 +55,8 @@ use bytes::BytesMut;
 use crate::decode::Decoder;
 use crate::dsp::effects::EffectChain;
 use crate::dsp::resample::ResampleQuality;
+use crate::encode::aac::{FdkEncoder, Transport};
+use crate::encode::m4a::M4aMuxer;
 use crate::encode::{Encoder, EncoderConfig, HeaderPatch, new_encoder};
 use crate::error::{AudioError, Result};
 use crate::format::OutputFormat;
@@ -85,6 +94,17 @@ pub(crate) struct FrameRef {
 enum Kind {
     Mp3,
     Adts,
+    /// Raw AAC access units, muxed into M4A by the splicer.
+    M4a,
+}
+
+impl Kind {
+    fn codec(self) -> &'static str {
+        match self {
+            Kind::Mp3 => "mp3",
+            Kind::Adts | Kind::M4a => "aac",
+        }
+    }
 }
 
 /// Segment layout, in codec frames (except `frame_len`, in samples).
@@ -144,6 +164,8 @@ struct Chunk {
     /// MP3: `data_end[i]` is where the main data of frames `0..i` ends in that stream.
     data_end: Vec<u32>,
     patch: Option<HeaderPatch>,
+    /// M4A, segment 0: the muxer, set up from that segment's encoder.
+    mux: Option<M4aMuxer>,
 }
 
 /// Length of an ID3v2 tag at the start of `b` (0 if none).
@@ -166,13 +188,10 @@ fn parse_chunk(
     data: Vec<u8>,
     patch: Option<HeaderPatch>,
 ) -> Result<Chunk> {
-    let codec = match kind {
-        Kind::Mp3 => "mp3",
-        Kind::Adts => "aac",
-    };
+    let codec = kind.codec();
     let head_len = match kind {
         Kind::Mp3 => id3_len(&data) + patch.as_ref().map_or(0, |p| p.bytes.len()),
-        Kind::Adts => 0,
+        Kind::Adts | Kind::M4a => 0,
     };
     let mut frames = Vec::new();
     let mut pos = head_len;
@@ -181,6 +200,7 @@ fn parse_chunk(
         let f = match kind {
             Kind::Mp3 => mp3::frame(rest, pos),
             Kind::Adts => adts::frame(rest, pos),
+            Kind::M4a => None, // made by `encode_m4a_segment`
         }
         .ok_or_else(|| {
             AudioError::encoder(
@@ -215,6 +235,7 @@ fn parse_chunk(
         virt,
         data_end,
         patch,
+        mux: None,
     })
 }
 
@@ -239,6 +260,7 @@ struct Splicer<'a> {
     audio_bytes: u64,
     music_crc: u16,
     info_tag: Option<HeaderPatch>,
+    mux: Option<M4aMuxer>,
 }
 
 impl Splicer<'_> {
@@ -247,6 +269,8 @@ impl Splicer<'_> {
             self.sink.write_all(&b.data[..b.head_len])?;
             self.written += b.head_len as u64;
             self.info_tag = b.patch.clone();
+            let mut b = b;
+            self.mux = b.mux.take();
             self.held = Some((b, 0));
             return Ok(());
         };
@@ -256,10 +280,7 @@ impl Splicer<'_> {
             .or_else(|| self.find_seam(&a, next, &b, center, true));
         let (ja, jb, grow) = seam.ok_or_else(|| {
             AudioError::encoder(
-                match self.kind {
-                    Kind::Mp3 => "mp3",
-                    Kind::Adts => "aac",
-                },
+                self.kind.codec(),
                 format!(
                     "no seam between segments {} and {} satisfies the splicing rules; use one thread",
                     a.index, b.index
@@ -366,6 +387,15 @@ impl Splicer<'_> {
         let start = frames[0].start;
         let end = frames[frames.len() - 1].start + frames[frames.len() - 1].len;
         let bytes = &c.data[start..end];
+        if let Some(mux) = self.mux.as_mut() {
+            let mut out = BytesMut::new();
+            for f in frames {
+                mux.push(&c.data[f.start..f.start + f.len], &mut out);
+            }
+            self.sink.write_all(&out)?;
+            self.written += out.len() as u64;
+            return Ok(());
+        }
         self.sink.write_all(bytes)?;
         self.written += bytes.len() as u64;
         if self.kind == Kind::Mp3 {
@@ -381,6 +411,13 @@ impl Splicer<'_> {
     fn finish(&mut self, samples: u64) -> Result<Option<HeaderPatch>> {
         if let Some((a, next)) = self.held.take() {
             self.write_frames(&a, next, a.frames.len())?;
+        }
+        if let Some(mux) = self.mux.as_mut() {
+            let mut out = BytesMut::new();
+            let patch = mux.finish(samples, &mut out);
+            self.sink.write_all(&out)?;
+            self.written += out.len() as u64;
+            return Ok(patch);
         }
         let Some(tag) = self.info_tag.take() else {
             return Ok(None);
@@ -415,11 +452,39 @@ fn encode_segment(kind: Kind, cfg: &EncoderConfig, job: &Job) -> Result<Chunk> {
         cfg.tags = Tags::default();
         cfg.seekable_output = false;
     }
+    if kind == Kind::M4a {
+        return encode_m4a_segment(&cfg, job);
+    }
     let mut enc = new_encoder(&cfg)?;
     let mut out = BytesMut::with_capacity(job.pcm.frames() / 4 + 4096);
     enc.encode(&job.pcm, &mut out)?;
     enc.finish(&mut out)?;
     parse_chunk(kind, job.index, job.first, out.to_vec(), enc.header_patch())
+}
+
+/// An M4A segment: raw access units from FDK, and for segment 0 the muxer.
+fn encode_m4a_segment(cfg: &EncoderConfig, job: &Job) -> Result<Chunk> {
+    let mut fdk = FdkEncoder::new(cfg, Transport::Raw)?;
+    let mux = (job.index == 0).then(|| M4aMuxer::new(&fdk, cfg.tags.clone(), cfg.seekable_output));
+    let mut data = Vec::with_capacity(job.pcm.frames() / 4 + 4096);
+    let mut frames = Vec::new();
+    let mut on_unit = |unit: &[u8]| {
+        frames.push(adts::raw_unit(unit, data.len()));
+        data.extend_from_slice(unit);
+    };
+    fdk.encode(&job.pcm, &mut on_unit)?;
+    fdk.finish(&mut on_unit)?;
+    Ok(Chunk {
+        index: job.index,
+        first: job.first,
+        data,
+        head_len: 0,
+        frames,
+        virt: Vec::new(),
+        data_end: Vec::new(),
+        patch: None,
+        mux,
+    })
 }
 
 /// What a threaded run gives back to the transcoder.
@@ -444,13 +509,14 @@ pub(crate) fn run(
     let kind = match cfg.format {
         OutputFormat::Mp3 => Kind::Mp3,
         OutputFormat::Aac => Kind::Adts,
+        OutputFormat::M4a => Kind::M4a,
         _ => return run_two_stage(dec, sink, cfg, effects, quality, info, progress),
     };
     let rate = u64::from(cfg.spec.sample_rate.hz());
     let frame_len = match kind {
         Kind::Mp3 if rate < 32_000 => 576,
         Kind::Mp3 => 1152,
-        Kind::Adts => 1024,
+        Kind::Adts | Kind::M4a => 1024,
     };
     let secs = |s: u64| s * rate / frame_len;
     let total_out = info
@@ -494,6 +560,7 @@ pub(crate) fn run(
             audio_bytes: 0,
             music_crc: 0,
             info_tag: None,
+            mux: None,
         };
         let r = produce(
             dec,
