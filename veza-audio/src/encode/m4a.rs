@@ -533,8 +533,9 @@ impl M4aMuxer {
         write_moov(&mut moov, &self.header_info(media, frames_in));
         // Same boxes, same sizes: only duration fields differ.
         debug_assert_eq!(moov.len(), self.moov_len);
-        (moov.len() == self.moov_len).then(|| HeaderPatch {
-            offset: self.ftyp_len as u64,
+        let offset = self.ftyp_len as u64;
+        (moov.len() == self.moov_len).then_some(HeaderPatch {
+            offset,
             bytes: moov,
         })
     }
