@@ -334,6 +334,7 @@ impl Splicer<'_> {
             let mut grow = None;
             if self.kind == Kind::Mp3 {
                 let m = u32::from(fb.mdb);
+                b.virt[jb].checked_sub(m)?;
                 let free = a.virt[ja].checked_sub(a.data_end[ja])?;
                 let mut extra = 0;
                 if m > free {
@@ -346,7 +347,7 @@ impl Splicer<'_> {
                     extra = more as u32;
                 }
                 // The bytes overwritten must lie in frames not yet written.
-                if a.virt[ja] + extra - m < a.virt[next] {
+                if (a.virt[ja] + extra).checked_sub(m)? < a.virt[next] {
                     return None;
                 }
             }
@@ -512,6 +513,10 @@ pub(crate) fn run(
         OutputFormat::M4a => Kind::M4a,
         _ => return run_two_stage(dec, sink, cfg, effects, quality, info, progress),
     };
+    if cfg.spec.channels > 2 {
+        // The seam rules read the window of the first channel element only; 5.1 AAC has four.
+        return run_two_stage(dec, sink, cfg, effects, quality, info, progress);
+    }
     let rate = u64::from(cfg.spec.sample_rate.hz());
     let frame_len = match kind {
         Kind::Mp3 if rate < 32_000 => 576,
@@ -626,11 +631,14 @@ fn produce(
                   splicer: &mut Splicer<'_>|
      -> Result<()> {
         let first = geo.first(*k);
-        let from = usize::try_from(first * f - *buf_start)
-            .map_err(|_| AudioError::InvalidState("segment offset"))?;
+        let offset = |at: u64| {
+            at.checked_sub(*buf_start)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(AudioError::InvalidState("segment offset"))
+        };
+        let from = offset(first * f)?;
         let to = match end {
-            Some(e) => usize::try_from(e * f - *buf_start)
-                .map_err(|_| AudioError::InvalidState("segment end"))?,
+            Some(e) => offset(e * f)?,
             None => buf.frames(),
         };
         let planes = buf

@@ -294,3 +294,34 @@ pub(crate) fn rebuild_info_frame(tag: &[u8], t: &StreamTotals<'_>) -> Option<Vec
     out[x + 154..x + 156].copy_from_slice(&crc.to_be_bytes());
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths_and_growth() {
+        // MPEG-1 Layer III, no CRC, 64 kbit/s, 44.1 kHz, no padding, joint stereo.
+        let head = [0xFF, 0xFB, 0x50, 0x44];
+        let h = header(&head).unwrap();
+        assert_eq!(
+            (h.kbps, h.len, h.mpeg1, h.crc, h.mono),
+            (64, 208, true, false, false)
+        );
+        // 80 kbit/s is 261 bytes: 53 more.
+        assert_eq!(grow_to_fit(&head, 50), Some((6, 53)));
+        assert_eq!(grow_to_fit(&head, 53), Some((6, 53)));
+        // 96 kbit/s: 313 bytes.
+        assert_eq!(grow_to_fit(&head, 54), Some((7, 105)));
+        // Nothing above 320 kbit/s.
+        assert_eq!(grow_to_fit(&[0xFF, 0xFB, 0xE0, 0x44], 1), None);
+        // A CRC-protected frame is not grown (its CRC covers the header).
+        assert_eq!(grow_to_fit(&[0xFF, 0xFA, 0x50, 0x44], 1), None);
+    }
+
+    #[test]
+    fn crc16_is_lame_s() {
+        // CRC-16/ARC check value.
+        assert_eq!(crc16_update(0, b"123456789"), 0xBB3D);
+    }
+}
