@@ -21,8 +21,9 @@
 //!      quantisation noise adds up to about 1x; measured at most 0.87x);
 //!   3. the difference stays 6 dB under the signal (measured: at most -12.7 dB, at 64 kbit/s;
 //!      the broken seams above reach +5 dB);
-//!   and the median window differs by 20 dB less than the signal, which a timeline shift of one
-//!   sample in a later segment would break.
+//!
+//!   And the median window differs by 20 dB less than the signal, which a timeline shift of
+//!   one sample in a later segment would break.
 //!
 //! MP3 at 64 kbit/s is checked too: there the two encoders' bit reservoirs often differ at the
 //! boundary, so the splicer has to grow a frame to make room (see the module docs).
