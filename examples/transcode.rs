@@ -57,6 +57,7 @@ fn run() -> Result<(), String> {
     let demo_seconds = a.parsed::<f64>(&["--demo-seconds"])?.unwrap_or(30.0);
     let threads = a.parsed::<usize>(&["--threads", "-j"])?;
     let no_progress = a.flag("--no-progress");
+    let threads = a.parsed::<usize>(&["--threads"])?.unwrap_or(1);
     let pos = a.positional()?;
 
     let input: PathBuf = if demo {
@@ -90,6 +91,7 @@ fn run() -> Result<(), String> {
     }
     let mut opts = TranscodeOptions::new(format);
     opts.output = Some(settings);
+    opts.threads = threads;
     opts.processing.normalize_lufs = normalize;
     opts.processing.gain_db = gain;
     opts.processing.fade_in = fade_in.map(Duration::from_secs_f64);

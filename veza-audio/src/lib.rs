@@ -98,6 +98,7 @@ pub mod format;
 pub mod ladder;
 pub mod loudness;
 pub mod metadata;
+mod parallel;
 pub mod pcm;
 pub mod presets;
 mod sniff;

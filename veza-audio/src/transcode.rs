@@ -199,7 +199,7 @@ impl Default for Processing {
 }
 
 /// Everything a transcode needs.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TranscodeOptions {
     /// The output.
     pub output: Option<OutputSettings>,
@@ -209,6 +209,27 @@ pub struct TranscodeOptions {
     pub tags: Option<Tags>,
     /// Decoder settings.
     pub decoder: DecoderOptions,
+    /// Threads for the one-call APIs ([`transcode_path`], [`transcode_reader`],
+    /// [`transcode_bytes`]). Default 1: everything on the calling thread. With 2 or more, MP3
+    /// and AAC (ADTS and M4A) output is cut into segments encoded in parallel and spliced on the
+    /// codec's frame grid (same length, same gapless info, no audible seam; the bytes differ from
+    /// a one-thread encode); other formats (Vorbis, FLAC, WAV) decode on one thread and encode on
+    /// another, with the same bytes as on one thread. The threaded MP3/AAC path holds up to
+    /// `threads + 1` segments of at most 30 s of PCM. 0 counts
+    /// as 1. The incremental [`Transcoder`] always uses one thread.
+    pub threads: usize,
+}
+
+impl Default for TranscodeOptions {
+    fn default() -> Self {
+        TranscodeOptions {
+            output: None,
+            processing: Processing::default(),
+            tags: None,
+            decoder: DecoderOptions::default(),
+            threads: 1,
+        }
+    }
 }
 
 impl TranscodeOptions {
@@ -458,13 +479,13 @@ pub(crate) fn effects_for(
     Ok(chain)
 }
 
-/// Makes the pipeline for a source.
-fn pipeline_for(
+/// The encoder configuration and effects for a source.
+fn config_for(
     opts: &TranscodeOptions,
     info: &StreamInfo,
     extra_gain_db: Option<f64>,
     seekable: bool,
-) -> Result<Pipeline> {
+) -> Result<(EncoderConfig, EffectChain)> {
     let out = opts.output()?;
     let mut tags = opts.tags.clone().unwrap_or_default();
     tags.merge_missing(&info.tags);
@@ -474,10 +495,21 @@ fn pipeline_for(
     };
     let mut cfg = out.encoder_config(source, info.bits_per_sample, tags)?;
     cfg.seekable_output = seekable;
+    Ok((cfg, effects_for(&opts.processing, info, extra_gain_db)?))
+}
+
+/// Makes the pipeline for a source.
+fn pipeline_for(
+    opts: &TranscodeOptions,
+    info: &StreamInfo,
+    extra_gain_db: Option<f64>,
+    seekable: bool,
+) -> Result<Pipeline> {
+    let (cfg, effects) = config_for(opts, info, extra_gain_db, seekable)?;
     let encoder = new_encoder(&cfg)?;
     Ok(Pipeline::new(
         encoder,
-        effects_for(&opts.processing, info, extra_gain_db)?,
+        effects,
         opts.processing.resample_quality,
     ))
 }
@@ -787,6 +819,29 @@ fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(TranscodeReport, Option<HeaderPatch>)> {
     let info = dec.info().clone();
+    if opts.threads > 1 {
+        let (cfg, effects) = config_for(opts, &info, gain, seekable)?;
+        let out = crate::parallel::run(
+            &mut dec,
+            sink,
+            &cfg,
+            effects,
+            opts.processing.resample_quality,
+            opts.threads,
+            &info,
+            progress,
+        )?;
+        let report = TranscodeReport {
+            output_spec: cfg.spec,
+            format: cfg.format,
+            frames_decoded: out.frames_decoded,
+            bytes_written: out.bytes_written,
+            skipped_packets: dec.skipped_packets(),
+            normalization_gain_db: gain,
+            source: info,
+        };
+        return Ok((report, if seekable { out.patch } else { None }));
+    }
     let mut pipeline = pipeline_for(opts, &info, gain, seekable)?;
     let mut buf = BytesMut::with_capacity(256 << 10);
     let mut written = 0u64;

@@ -444,6 +444,103 @@ impl Fragmenter {
     }
 }
 
+/// Writes AAC-LC access units into the fragmented layout of the module docs: headers first,
+/// then one fragment per ~1 s. [`M4aEncoder`] feeds it from its own FDK encoder; the threaded
+/// transcoder feeds it units spliced from several encoders of the same settings.
+#[derive(Debug)]
+pub(crate) struct M4aMuxer {
+    spec: AudioSpec,
+    asc: Vec<u8>,
+    delay: u32,
+    avg_bitrate: u32,
+    tags: Tags,
+    seekable: bool,
+    header_written: bool,
+    ftyp_len: usize,
+    moov_len: usize,
+    frag: Fragmenter,
+}
+
+impl M4aMuxer {
+    /// A muxer for the units of `fdk` (or of encoders with the same settings).
+    pub(crate) fn new(fdk: &FdkEncoder, tags: Tags, seekable: bool) -> Self {
+        let rate = fdk.spec().sample_rate.hz() as usize;
+        let per_fragment = rate.div_ceil(FRAME_LENGTH as usize).max(1);
+        M4aMuxer {
+            spec: fdk.spec(),
+            asc: fdk.audio_specific_config().to_vec(),
+            delay: fdk.encoder_delay(),
+            avg_bitrate: fdk.bitrate().map_or(0, |b| b.as_bps()),
+            tags,
+            seekable,
+            header_written: false,
+            ftyp_len: 0,
+            moov_len: 0,
+            frag: Fragmenter {
+                data: Vec::new(),
+                sizes: Vec::with_capacity(per_fragment),
+                per_fragment,
+                sequence: 0,
+                units_written: 0,
+                moof: Vec::new(),
+            },
+        }
+    }
+
+    fn header_info(&self, media_duration: u64, presentation_duration: u64) -> HeaderInfo<'_> {
+        HeaderInfo {
+            spec: self.spec,
+            asc: &self.asc,
+            delay: self.delay,
+            avg_bitrate: self.avg_bitrate,
+            tags: &self.tags,
+            seekable: self.seekable,
+            media_duration,
+            presentation_duration,
+        }
+    }
+
+    /// Writes `ftyp` and `moov` (once).
+    pub(crate) fn write_header(&mut self, out: &mut BytesMut) {
+        if self.header_written {
+            return;
+        }
+        self.header_written = true;
+        let mut b = Vec::with_capacity(1024);
+        write_ftyp(&mut b);
+        self.ftyp_len = b.len();
+        write_moov(&mut b, &self.header_info(0, 0));
+        self.moov_len = b.len() - self.ftyp_len;
+        out.extend_from_slice(&b);
+    }
+
+    /// Adds one access unit (the headers go first).
+    pub(crate) fn push(&mut self, unit: &[u8], out: &mut BytesMut) {
+        self.write_header(out);
+        self.frag.push(unit, out);
+    }
+
+    /// Writes the last fragment; with `seekable`, returns the `moov` with the exact lengths
+    /// for an input of `frames_in` frames.
+    pub(crate) fn finish(&mut self, frames_in: u64, out: &mut BytesMut) -> Option<HeaderPatch> {
+        self.write_header(out);
+        self.frag.flush(out);
+        if !self.seekable {
+            return None;
+        }
+        let media = self.frag.units_written * u64::from(FRAME_LENGTH);
+        let mut moov = Vec::with_capacity(self.moov_len);
+        write_moov(&mut moov, &self.header_info(media, frames_in));
+        // Same boxes, same sizes: only duration fields differ.
+        debug_assert_eq!(moov.len(), self.moov_len);
+        let offset = self.ftyp_len as u64;
+        (moov.len() == self.moov_len).then_some(HeaderPatch {
+            offset,
+            bytes: moov,
+        })
+    }
+}
+
 /// AAC-LC in a fragmented MPEG-4 audio file (`.m4a`). See the module docs for the layout.
 ///
 /// The headers are written with the first output (on the first `encode` or on `finish`);
@@ -451,12 +548,7 @@ impl Fragmenter {
 #[derive(Debug)]
 pub struct M4aEncoder {
     fdk: FdkEncoder,
-    tags: Tags,
-    seekable: bool,
-    header_written: bool,
-    ftyp_len: usize,
-    moov_len: usize,
-    frag: Fragmenter,
+    mux: M4aMuxer,
     patch: Option<HeaderPatch>,
 }
 
@@ -469,23 +561,10 @@ impl M4aEncoder {
     /// [`FdkEncoder::new`]); [`crate::AudioError::Encoder`] when FDK fails to start.
     pub fn new(config: &EncoderConfig) -> Result<Self> {
         let fdk = FdkEncoder::new(config, Transport::Raw)?;
-        let rate = config.spec.sample_rate.hz() as usize;
-        let per_fragment = rate.div_ceil(FRAME_LENGTH as usize).max(1);
+        let mux = M4aMuxer::new(&fdk, config.tags.clone(), config.seekable_output);
         Ok(M4aEncoder {
             fdk,
-            tags: config.tags.clone(),
-            seekable: config.seekable_output,
-            header_written: false,
-            ftyp_len: 0,
-            moov_len: 0,
-            frag: Fragmenter {
-                data: Vec::new(),
-                sizes: Vec::with_capacity(per_fragment),
-                per_fragment,
-                sequence: 0,
-                units_written: 0,
-                moof: Vec::new(),
-            },
+            mux,
             patch: None,
         })
     }
@@ -498,32 +577,6 @@ impl M4aEncoder {
     /// The underlying FDK encoder.
     pub fn fdk(&self) -> &FdkEncoder {
         &self.fdk
-    }
-
-    fn header_info(&self, media_duration: u64, presentation_duration: u64) -> HeaderInfo<'_> {
-        HeaderInfo {
-            spec: self.fdk.spec(),
-            asc: self.fdk.audio_specific_config(),
-            delay: self.fdk.encoder_delay(),
-            avg_bitrate: self.fdk.bitrate().map_or(0, |b| b.as_bps()),
-            tags: &self.tags,
-            seekable: self.seekable,
-            media_duration,
-            presentation_duration,
-        }
-    }
-
-    fn write_header(&mut self, out: &mut BytesMut) {
-        if self.header_written {
-            return;
-        }
-        self.header_written = true;
-        let mut b = Vec::with_capacity(1024);
-        write_ftyp(&mut b);
-        self.ftyp_len = b.len();
-        write_moov(&mut b, &self.header_info(0, 0));
-        self.moov_len = b.len() - self.ftyp_len;
-        out.extend_from_slice(&b);
     }
 }
 
@@ -541,32 +594,19 @@ impl Encoder for M4aEncoder {
             return Err(AudioError::InvalidState("encode after finish"));
         }
         crate::encode::check_spec(self.fdk.spec(), pcm)?;
-        self.write_header(out);
-        let frag = &mut self.frag;
-        self.fdk.encode(pcm, |unit| frag.push(unit, out))
+        self.mux.write_header(out);
+        let mux = &mut self.mux;
+        self.fdk.encode(pcm, |unit| mux.push(unit, out))
     }
 
     fn finish(&mut self, out: &mut BytesMut) -> Result<()> {
         if self.fdk.is_finished() {
             return Ok(());
         }
-        self.write_header(out);
-        let frag = &mut self.frag;
-        self.fdk.finish(|unit| frag.push(unit, out))?;
-        self.frag.flush(out);
-        if self.seekable {
-            let media = self.frag.units_written * u64::from(FRAME_LENGTH);
-            let mut moov = Vec::with_capacity(self.moov_len);
-            write_moov(&mut moov, &self.header_info(media, self.fdk.frames_in()));
-            // Same boxes, same sizes: only duration fields differ.
-            debug_assert_eq!(moov.len(), self.moov_len);
-            if moov.len() == self.moov_len {
-                self.patch = Some(HeaderPatch {
-                    offset: self.ftyp_len as u64,
-                    bytes: moov,
-                });
-            }
-        }
+        self.mux.write_header(out);
+        let mux = &mut self.mux;
+        self.fdk.finish(|unit| mux.push(unit, out))?;
+        self.patch = self.mux.finish(self.fdk.frames_in(), out);
         Ok(())
     }
 
