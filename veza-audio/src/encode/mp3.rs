@@ -504,7 +504,11 @@ mod tests {
 
     fn ffmpeg_decoded_frames(bytes: &[u8]) -> usize {
         let path =
-            std::env::temp_dir().join(format!("veza-mp3-gapless-{}.mp3", std::process::id()));
+            std::env::temp_dir().join(format!("veza-mp3-gapless-{}-{}.mp3", std::process::id(), {
+                // Tests run in parallel: each call gets its own file.
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            }));
         std::fs::write(&path, bytes).unwrap();
         let out = std::process::Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-i"])

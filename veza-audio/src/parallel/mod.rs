@@ -146,7 +146,9 @@ const WINDOW: u64 = 12;
 const WARM: u64 = 8;
 const TAIL: u64 = 4;
 const MIN_SEGMENT_SECS: u64 = 5;
-const MAX_SEGMENT_SECS: u64 = 30;
+// 15 s keeps peak memory (threads + 2 segments of f32 PCM in flight) under ffmpeg's; longer
+// segments cut the overlap overhead (36 frames per seam) but cost memory.
+const MAX_SEGMENT_SECS: u64 = 15;
 
 /// One encoded segment, parsed into frames.
 struct Chunk {
@@ -538,7 +540,8 @@ pub(crate) fn run(
         tail: TAIL,
     };
 
-    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+    // One segment waits while each thread encodes one: bounded memory.
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
     let job_rx = Arc::new(Mutex::new(job_rx));
     std::thread::scope(|s| {
         for _ in 0..threads {
