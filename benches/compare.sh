@@ -169,20 +169,27 @@ run_job() { # name input ffargs ours threads
     if [ "${ourcmd[0]}" = "$BIN/ladder" ] && [ "$LADDER_THREADS" = 1 ]; then
         ourcmd+=(--threads "$threads")
     fi
+    local tf to
+    rm -rf "$O" && mkdir -p "$O/ladder"
     for ((r = 1; r <= RUNS; r++)); do
-        read -r t m < <(measure "${ffcmd[@]}")
-        ff_best=$(min "$ff_best" "$t"); ff_rss=$(max "$ff_rss" "$m")
-        read -r t m < <(measure "${ourcmd[@]}")
-        our_best=$(min "$our_best" "$t"); our_rss=$(max "$our_rss" "$m")
-        echo "  $name, ${threads} thread(s), run $r: ffmpeg ${ff_best}s best, ours ${our_best}s best" >&2
+        read -r tf m < <(measure "${ffcmd[@]}")
+        ff_best=$(min "$ff_best" "$tf"); ff_rss=$(max "$ff_rss" "$m")
+        read -r to m < <(measure "${ourcmd[@]}")
+        our_best=$(min "$our_best" "$to"); our_rss=$(max "$our_rss" "$m")
+        echo "  $name, ${threads} thread(s), run $r: ffmpeg ${tf}s, ours ${to}s" >&2
     done
+    # Output sizes, a check that both sides did the same work (bitrates, FLAC compression).
+    local ff_bytes our_bytes
+    ff_bytes=$(find "$O" -maxdepth 1 -name 'ff*' -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    our_bytes=$(find "$O" -name 'ours*' -type f -printf '%s\n' -o -path "$O/ladder/*" -type f -printf '%s\n' |
+        awk '{ s += $1 } END { print s + 0 }')
     ROWS+=("$(awk -v n="$name" -v th="$threads" -v d="$DURATION" -v f="$ff_best" -v o="$our_best" \
-        -v fm="$ff_rss" -v om="$our_rss" 'BEGIN {
-        printf "%s|%d|%.2f|%.1f|%.2f|%.1f|%.2f|%.1f|%.1f", n, th, f, d / f, o, d / o, f / o, fm / 1024, om / 1024 }')")
+        -v fm="$ff_rss" -v om="$our_rss" -v fb="$ff_bytes" -v ob="$our_bytes" 'BEGIN {
+        printf "%s|%d|%.2f|%.1f|%.2f|%.1f|%.2f|%.1f|%.1f|%.2f|%.2f", n, th, f, d / f, o, d / o, f / o,
+            fm / 1024, om / 1024, fb / 1e6, ob / 1e6 }')")
     COMMANDS+=("${ffcmd[*]}" "${ourcmd[*]}")
 }
 
-mkdir -p "$O/ladder"
 for job in "${JOBS[@]}"; do
     IFS='|' read -r name input ffargs ours <<<"$job"
     echo "job: $name" >&2
@@ -201,7 +208,7 @@ if [ "$TRANSCODE_THREADS" = 1 ] || [ "$LADDER_THREADS" = 1 ]; then
 fi
 
 # --- report --------------------------------------------------------------------------------
-HEADER="job|threads|ffmpeg best s|ffmpeg x realtime|ours best s|ours x realtime|speed ours/ffmpeg|ffmpeg peak RSS MB|ours peak RSS MB"
+HEADER="job|threads|ffmpeg best s|ffmpeg x realtime|ours best s|ours x realtime|speed ours/ffmpeg|ffmpeg peak RSS MB|ours peak RSS MB|ffmpeg output MB|ours output MB"
 echo
 echo "input: $(basename "$IN_WAV") ($DURATION s, 44.1 kHz stereo 16-bit; FLAC copy by ffmpeg), best of $RUNS runs"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -219,7 +226,7 @@ if [ -n "$MARKDOWN" ]; then
         echo "ffmpeg: $(ffmpeg -version | head -n 1 | cut -d' ' -f1-3). Speed ours/ffmpeg > 1 means we are faster."
         echo
         echo "| ${HEADER//|/ | } |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for row in "${ROWS[@]}"; do echo "| ${row//|/ | } |"; done
         echo
         echo "Commands (paths shortened to the work directory):"
