@@ -76,6 +76,9 @@ if [ -z "$WORKDIR" ]; then
     WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/veza-compare.XXXXXX")
     [ "$KEEP" = 1 ] || trap 'rm -rf "$WORKDIR"' EXIT
 fi
+case "$WORKDIR$BIN" in *[[:space:]]*)
+    echo "compare.sh: the work directory and target directory must not contain spaces" >&2; exit 2 ;;
+esac
 mkdir -p "$WORKDIR/out"
 IN_WAV=$WORKDIR/input-${SECONDS_IN}s.wav
 IN_FLAC=$WORKDIR/input-${SECONDS_IN}s.flac
@@ -157,7 +160,7 @@ ROWS=()
 COMMANDS=()
 run_job() { # name input ffargs ours threads
     local name=$1 input=$2 ffargs=$3 ours=$4 threads=$5
-    local ff_best="" ff_rss="" our_best="" our_rss="" r t m ourcmd
+    local ff_best="" ff_rss="" our_best="" our_rss="" r m ourcmd
     # shellcheck disable=SC2206
     local ffcmd=(ffmpeg -nostdin -y -v error -threads "$threads" -i "$input" ${ffargs//@T@/$threads})
     # shellcheck disable=SC2206
