@@ -2,7 +2,7 @@
 //! transcodes and a four-rung MP3 ladder.
 //!
 //! Every input is generated at start-up (a few seconds of a music-like stereo signal, encoded
-//! once with our own encoders), so `cargo bench -p veza-benches` needs no files.
+//! once with our own encoders), so `cargo bench -p veza-benches --bench codecs` needs no files.
 //!
 //! Throughput is reported in audio frames (one sample per channel) of the *input*, so
 //! `elem/s / 44 100` is the speed in x realtime (1 Melem/s = 22.7x realtime for 44.1 kHz input).
