@@ -1,1 +1,1 @@
-//! Criterion benchmarks live in this crate (see `codecs.rs`).
+//! Criterion benchmarks live in this crate: `codecs.rs` (codec engine) and `core.rs` (streaming core).
