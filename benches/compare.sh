@@ -19,7 +19,7 @@
 # different encoders.
 #
 # When our examples accept `--threads N` (checked by running them with `--threads 2` on a tiny
-# file), every job is also run with 2 threads on both sides (ffmpeg `-threads 2`).
+# file), every job is also run with our 2 threads against the same ffmpeg `-threads 1` job.
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -162,7 +162,10 @@ run_job() { # name input ffargs ours threads
     local name=$1 input=$2 ffargs=$3 ours=$4 threads=$5
     local ff_best="" ff_rss="" our_best="" our_rss="" r m ourcmd
     # shellcheck disable=SC2206
-    local ffcmd=(ffmpeg -nostdin -y -v error -threads "$threads" -i "$input" ${ffargs//@T@/$threads})
+    # ffmpeg always runs with -threads 1: the reference of the targets ("2 threads" rows compare
+    # our two threads with ffmpeg's one-process, one-thread job; ffmpeg's audio encoders are
+    # single-threaded anyway).
+    local ffcmd=(ffmpeg -nostdin -y -v error -threads 1 -i "$input" ${ffargs//@T@/1})
     # shellcheck disable=SC2206
     ourcmd=($ours)
     ourcmd[0]=$BIN/${ourcmd[0]}
@@ -211,7 +214,7 @@ if [ "$TRANSCODE_THREADS" = 1 ] || [ "$LADDER_THREADS" = 1 ]; then
 fi
 
 # --- report --------------------------------------------------------------------------------
-HEADER="job|threads|ffmpeg best s|ffmpeg x realtime|ours best s|ours x realtime|speed ours/ffmpeg|ffmpeg peak RSS MB|ours peak RSS MB|ffmpeg output MB|ours output MB"
+HEADER="job|our threads|ffmpeg best s|ffmpeg x realtime|ours best s|ours x realtime|speed ours/ffmpeg|ffmpeg peak RSS MB|ours peak RSS MB|ffmpeg output MB|ours output MB"
 echo
 echo "input: $(basename "$IN_WAV") ($DURATION s, 44.1 kHz stereo 16-bit; FLAC copy by ffmpeg), best of $RUNS runs"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
