@@ -1,6 +1,8 @@
 //! Transcode one file: `transcode INPUT -o OUTPUT [--format mp3|flac|aac|m4a|ogg|wav]
 //! [--bitrate KBPS] [--quality low|medium|high] [--rate HZ] [--channels N] [--normalize LUFS]
-//! [--threads N]`. `--threads` sets the FLAC encoder's threads (0 = one per core; default 1).
+//! [--threads N]`. `--threads` uses N cores (0 = one per core; default 1): FLAC encodes frames
+//! in parallel, MP3 and AAC encode segments in parallel and splice them, other formats decode on
+//! one thread and encode on another.
 //!
 //! `--demo` instead of INPUT generates a 30-second synthetic stereo WAV (`--demo-seconds N`)
 //! in the system's temporary directory and transcodes that.
@@ -55,9 +57,11 @@ fn run() -> Result<(), String> {
     let fade_out = a.parsed::<f64>(&["--fade-out"])?;
     let demo = a.flag("--demo");
     let demo_seconds = a.parsed::<f64>(&["--demo-seconds"])?.unwrap_or(30.0);
-    let threads = a.parsed::<usize>(&["--threads", "-j"])?;
+    let threads = match a.parsed::<usize>(&["--threads", "-j"])?.unwrap_or(1) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let no_progress = a.flag("--no-progress");
-    let threads = a.parsed::<usize>(&["--threads"])?.unwrap_or(1);
     let pos = a.positional()?;
 
     let input: PathBuf = if demo {
@@ -86,9 +90,7 @@ fn run() -> Result<(), String> {
         settings.sample_rate = Some(SampleRate::new(hz).map_err(|e| e.to_string())?);
     }
     settings.channels = channels;
-    if let Some(n) = threads {
-        settings.flac_threads = n;
-    }
+    settings.flac_threads = threads;
     let mut opts = TranscodeOptions::new(format);
     opts.output = Some(settings);
     opts.threads = threads;
