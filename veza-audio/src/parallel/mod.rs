@@ -142,13 +142,13 @@ impl Geometry {
 }
 
 /// Tunables: seam search half-window, pre-roll and tail (frames); segment length bounds (s).
-const WINDOW: u64 = 12;
+const WINDOW: u64 = 6;
 const WARM: u64 = 8;
 const TAIL: u64 = 4;
 const MIN_SEGMENT_SECS: u64 = 5;
 // 15 s keeps peak memory (threads + 2 segments of f32 PCM in flight) under ffmpeg's; longer
 // segments cut the overlap overhead (36 frames per seam) but cost memory.
-const MAX_SEGMENT_SECS: u64 = 15;
+const MAX_SEGMENT_SECS: u64 = 20;
 
 /// One encoded segment, parsed into frames.
 struct Chunk {
