@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn".into()),
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
