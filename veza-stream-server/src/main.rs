@@ -9,8 +9,9 @@ use veza_stream_server::{Config, build_state, start};
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn".into()
+            }),
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
