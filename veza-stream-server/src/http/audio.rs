@@ -259,7 +259,8 @@ pub fn probe(path: &Path) -> Result<AudioRecord, ApiError> {
     })
 }
 
-async fn find(state: &AppState, id: &str) -> Result<AudioRecord, ApiError> {
+/// The record of a file id from a URL (404 for anything that is not a known UUID).
+pub async fn find(state: &AppState, id: &str) -> Result<AudioRecord, ApiError> {
     let id = parse_id(id)?;
     state
         .store()

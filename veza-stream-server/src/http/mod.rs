@@ -10,6 +10,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::state::AppState;
 
 pub mod audio;
+pub mod hls;
 pub mod jobs;
 pub mod ops;
 pub mod range;
@@ -19,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(audio::routes())
         .merge(jobs::routes())
+        .merge(hls::routes())
         // Uploads stream to disk and enforce MAX_AUDIO_FILE_SIZE themselves.
         .layer(DefaultBodyLimit::disable());
     Router::new()
