@@ -146,8 +146,9 @@ const WINDOW: u64 = 6;
 const WARM: u64 = 8;
 const TAIL: u64 = 4;
 const MIN_SEGMENT_SECS: u64 = 5;
-// 15 s keeps peak memory (threads + 2 segments of f32 PCM in flight) under ffmpeg's; longer
-// segments cut the overlap overhead (36 frames per seam) but cost memory.
+// 20 s keeps peak memory (the threads' segments plus one queued, f32 PCM: about 47 MB at two
+// threads) under ffmpeg's 56 MB; longer segments cut the overlap overhead (24 frames per seam)
+// but cost memory, shorter ones the reverse.
 const MAX_SEGMENT_SECS: u64 = 20;
 
 /// One encoded segment, parsed into frames.
