@@ -241,12 +241,21 @@ async fn scenario(postgres: bool) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mp3,48000,2");
     // Metrics count the uploads and the requests by route.
-    let out = tokio::process::Command::new("curl")
-        .args(["-sf", &format!("http://{}/metrics", running.addr)])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // (Read over the same real port with a plain HTTP/1.0 request: no client tool needed.)
+    let text = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = Vec::new();
+        sock.read_to_end(&mut resp).await.unwrap();
+        String::from_utf8_lossy(&resp).into_owned()
+    };
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
     assert!(text.contains("veza_audio_files_processed_total"), "{text}");
     assert!(
         text.contains("route=\"/api/v1/audio/{file_id}/stream\""),
