@@ -572,3 +572,131 @@ async fn hls_vod_plays_in_ffmpeg() {
     running.stop().await.unwrap();
     state.store().close().await;
 }
+
+async fn streams_scenario(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), postgres).await;
+    let (s, h, v) = post_json(&state, "/api/v1/streams", serde_json::json!({
+        "title": "Live Music Session", "description": "Live music streaming", "is_private": false, "quality": "high"
+    })).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let d = &v["data"];
+    let id = d["id"].as_str().unwrap().to_owned();
+    assert_eq!(h[header::LOCATION], format!("/api/v1/streams/{id}"));
+    assert_eq!(d["ingest_key"].as_str().unwrap().len(), 64);
+    assert_eq!(d["is_live"], false);
+    assert_eq!(d["viewer_count"], 0);
+    assert_eq!(d["stream_url"], format!("/live/{id}.m3u8"));
+    assert!(d["started_at"].is_null());
+    // Read: the document's shape, and the key is never shown again.
+    let (s, _, b) = call(
+        &state,
+        Request::get(format!("/api/v1/streams/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let doc = json(&b)["data"].clone();
+    for k in [
+        "id",
+        "title",
+        "description",
+        "is_live",
+        "viewer_count",
+        "stream_url",
+        "started_at",
+    ] {
+        assert!(doc.get(k).is_some(), "missing {k}: {doc}");
+    }
+    assert!(doc.get("ingest_key").is_none());
+    // Validation: 422 with the reason.
+    for bad in [
+        serde_json::json!({"title": ""}),
+        serde_json::json!({"title": "x", "quality": "ultra"}),
+        serde_json::json!({"title": "x", "color": 1}),
+    ] {
+        let (s, _, v) = post_json(&state, "/api/v1/streams", bad.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        assert_eq!(v["error"]["code"], "validation_failed");
+    }
+    // Paging over 25 more public streams and one private one.
+    for i in 0..25 {
+        let (s, _, _) = post_json(
+            &state,
+            "/api/v1/streams",
+            serde_json::json!({"title": format!("s{i}")}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (_, _, _) = post_json(
+        &state,
+        "/api/v1/streams",
+        serde_json::json!({"title": "hidden", "is_private": true}),
+    )
+    .await;
+    let (s, _, b) = call(
+        &state,
+        Request::get("/api/v1/streams?page=2&per_page=20")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let page = json(&b)["data"].clone();
+    assert_eq!(page["total"], 26);
+    assert_eq!(page["items"].as_array().unwrap().len(), 6);
+    let (s, _, _) = call(
+        &state,
+        Request::get("/api/v1/streams?per_page=1000")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Update, then delete.
+    let req = Request::patch(format!("/api/v1/streams/{id}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"title":"Renamed","description":""}"#))
+        .unwrap();
+    let (s, _, b) = call(&state, req).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["data"]["title"], "Renamed");
+    assert!(json(&b)["data"]["description"].is_null());
+    let (s, _, _) = call(
+        &state,
+        Request::delete(format!("/api/v1/streams/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = call(
+        &state,
+        Request::get(format!("/api/v1/streams/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = call(
+        &state,
+        Request::get("/api/v1/streams/../../etc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    state.store().close().await;
+}
+
+#[tokio::test]
+async fn streams_api_on_sqlite() {
+    streams_scenario(false).await;
+}
+
+#[tokio::test]
+async fn streams_api_on_postgres() {
+    streams_scenario(true).await;
+}

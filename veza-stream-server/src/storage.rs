@@ -343,3 +343,151 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, sqlx::Error> {
         updated_at: r.try_get("updated_at")?,
     })
 }
+
+/// A live stream's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamRecord {
+    /// Its id (a UUID).
+    pub id: String,
+    /// The creator (JWT subject), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Visible to its owner only.
+    pub is_private: bool,
+    /// "low", "medium" or "high".
+    pub quality: String,
+    /// SHA-256 of the ingest key (the key itself is shown once, at creation).
+    #[serde(skip)]
+    pub ingest_key_hash: String,
+    /// A source is sending.
+    pub is_live: bool,
+    /// Listeners now.
+    pub viewer_count: i64,
+    /// When it went live, Unix milliseconds.
+    pub started_at: Option<i64>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Stores a new stream.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_stream(&self, s: &StreamRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "INSERT INTO streams (id, owner, title, description, is_private, quality, \
+             ingest_key_hash, is_live, viewer_count, started_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        );
+        sqlx::query(&q)
+            .bind(&s.id)
+            .bind(&s.owner)
+            .bind(&s.title)
+            .bind(&s.description)
+            .bind(i64::from(s.is_private))
+            .bind(&s.quality)
+            .bind(&s.ingest_key_hash)
+            .bind(i64::from(s.is_live))
+            .bind(s.viewer_count)
+            .bind(s.started_at)
+            .bind(s.created_at)
+            .bind(s.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A stream.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        let q = self.sql("SELECT * FROM streams WHERE id = $1");
+        let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| stream_from_row(&r)).transpose()
+    }
+
+    /// Public streams, newest first, and their total count.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_streams(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<StreamRecord>, i64), sqlx::Error> {
+        let q = self.sql(
+            "SELECT * FROM streams WHERE is_private = 0 ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+        );
+        let rows = sqlx::query(&q)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM streams WHERE is_private = 0")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let list = rows.iter().map(stream_from_row).collect::<Result<_, _>>()?;
+        Ok((list, total))
+    }
+
+    /// Writes a stream's editable fields.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn update_stream(&self, s: &StreamRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "UPDATE streams SET title = $1, description = $2, is_private = $3, quality = $4, \
+             updated_at = $5 WHERE id = $6",
+        );
+        sqlx::query(&q)
+            .bind(&s.title)
+            .bind(&s.description)
+            .bind(i64::from(s.is_private))
+            .bind(&s.quality)
+            .bind(s.updated_at)
+            .bind(&s.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a stream; true when it existed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn delete_stream(&self, id: &str) -> Result<bool, sqlx::Error> {
+        let q = self.sql("DELETE FROM streams WHERE id = $1");
+        Ok(sqlx::query(&q)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+}
+
+fn stream_from_row(r: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
+    Ok(StreamRecord {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        is_private: r.try_get::<i64, _>("is_private")? != 0,
+        quality: r.try_get("quality")?,
+        ingest_key_hash: r.try_get("ingest_key_hash")?,
+        is_live: r.try_get::<i64, _>("is_live")? != 0,
+        viewer_count: r.try_get("viewer_count")?,
+        started_at: r.try_get("started_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}

@@ -14,6 +14,7 @@ pub mod hls;
 pub mod jobs;
 pub mod ops;
 pub mod range;
+pub mod streams;
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audio::routes())
         .merge(jobs::routes())
         .merge(hls::routes())
+        .merge(streams::routes())
         // Uploads stream to disk and enforce MAX_AUDIO_FILE_SIZE themselves.
         .layer(DefaultBodyLimit::disable());
     Router::new()

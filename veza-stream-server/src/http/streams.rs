@@ -1,0 +1,228 @@
+//! Live stream records: create (with an ingest key shown once), read (the architecture
+//! document's shape), list with paging, update, delete. Live ingest and delivery build on these.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ok};
+use crate::http::audio::now_ms;
+use crate::metrics as m;
+use crate::state::AppState;
+use crate::storage::StreamRecord;
+
+/// The stream routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/streams", get(list).post(create))
+        .route(
+            "/streams/{stream_id}",
+            get(read).patch(update).delete(remove),
+        )
+}
+
+/// `POST /api/v1/streams` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// 1 to 200 characters.
+    pub title: String,
+    /// At most 5000 characters.
+    pub description: Option<String>,
+    /// Default false.
+    pub is_private: Option<bool>,
+    /// low, medium or high (default high).
+    pub quality: Option<String>,
+}
+
+/// `PATCH /api/v1/streams/{id}` body: the fields to change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStream {
+    /// 1 to 200 characters.
+    pub title: Option<String>,
+    /// At most 5000 characters (an empty string clears it).
+    pub description: Option<String>,
+    /// Visibility.
+    pub is_private: Option<bool>,
+    /// low, medium or high.
+    pub quality: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+fn check_title(t: &str) -> Result<String, ApiError> {
+    let t = t.trim();
+    if t.is_empty() || t.chars().count() > 200 {
+        return Err(ApiError::Validation(
+            "`title` must have 1 to 200 characters".into(),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+fn check_description(d: Option<String>) -> Result<Option<String>, ApiError> {
+    match d {
+        Some(d) if d.chars().count() > 5000 => Err(ApiError::Validation(
+            "`description` must have at most 5000 characters".into(),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn check_quality(q: &str) -> Result<String, ApiError> {
+    let q = q.to_ascii_lowercase();
+    if matches!(q.as_str(), "low" | "medium" | "high") {
+        Ok(q)
+    } else {
+        Err(ApiError::Validation(
+            "`quality` must be low, medium or high".into(),
+        ))
+    }
+}
+
+/// The document of the architecture: id, title, description, is_live, viewer_count,
+/// stream_url, started_at (RFC 3339), plus is_private, quality and created_at.
+fn document(s: &StreamRecord) -> Value {
+    let rfc3339 = |ms: i64| {
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_millis(t).to_string()
+    };
+    json!({
+        "id": s.id,
+        "title": s.title,
+        "description": s.description,
+        "is_live": s.is_live,
+        "viewer_count": s.viewer_count,
+        "stream_url": format!("/live/{}.m3u8", s.id),
+        "started_at": s.started_at.map(rfc3339),
+        "is_private": s.is_private,
+        "quality": s.quality,
+        "created_at": rfc3339(s.created_at),
+    })
+}
+
+fn stream_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ApiError::NotFound("stream"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateStream>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let now = now_ms();
+    // The ingest key: 32 random bytes, shown once; only its hash is stored.
+    let key: [u8; 32] = rand::random();
+    let key = hex::encode(key);
+    let rec = StreamRecord {
+        id: uuid::Uuid::new_v4().hyphenated().to_string(),
+        owner: None,
+        title: check_title(&req.title)?,
+        description: check_description(req.description)?,
+        is_private: req.is_private.unwrap_or(false),
+        quality: check_quality(req.quality.as_deref().unwrap_or("high"))?,
+        ingest_key_hash: hex::encode(Sha256::digest(key.as_bytes())),
+        is_live: false,
+        viewer_count: 0,
+        started_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store().insert_stream(&rec).await?;
+    metrics::counter!(m::STREAMS_CREATED).increment(1);
+    let mut doc = document(&rec);
+    doc["ingest_key"] = json!(key);
+    doc["ingest_url"] = json!(format!("/live/{}", rec.id));
+    let mut resp = (StatusCode::CREATED, ok(doc)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/streams/{}", rec.id)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn find(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
+    let id = stream_id(id)?;
+    state
+        .store()
+        .get_stream(&id)
+        .await?
+        .ok_or(ApiError::NotFound("stream"))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let s = find(&state, &id).await?;
+    Ok(ok(document(&s)).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(p): Query<Paging>,
+) -> Result<Response, ApiError> {
+    let page = p.page.unwrap_or(1);
+    let per_page = p.per_page.unwrap_or(20);
+    if page < 1 || !(1..=100).contains(&per_page) {
+        return Err(ApiError::Validation(
+            "`page` must be at least 1 and `per_page` 1 to 100".into(),
+        ));
+    }
+    let offset = (page - 1).saturating_mul(per_page);
+    let (items, total) = state.store().list_streams(per_page, offset).await?;
+    let items: Vec<Value> = items.iter().map(document).collect();
+    Ok(
+        ok(json!({"items": items, "page": page, "per_page": per_page, "total": total}))
+            .into_response(),
+    )
+}
+
+async fn update(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Json<UpdateStream>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let mut s = find(&state, &id).await?;
+    if let Some(t) = req.title {
+        s.title = check_title(&t)?;
+    }
+    if let Some(d) = req.description {
+        s.description = check_description((!d.is_empty()).then_some(d))?;
+    }
+    if let Some(p) = req.is_private {
+        s.is_private = p;
+    }
+    if let Some(q) = req.quality {
+        s.quality = check_quality(&q)?;
+    }
+    s.updated_at = now_ms();
+    state.store().update_stream(&s).await?;
+    Ok(ok(document(&s)).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let id = stream_id(&id)?;
+    if !state.store().delete_stream(&id).await? {
+        return Err(ApiError::NotFound("stream"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
