@@ -620,6 +620,15 @@ async fn streams_scenario(postgres: bool) {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
         assert_eq!(v["error"]["code"], "validation_failed");
     }
+    // Body limits and content types: 413 past 64 KiB, 415 without JSON.
+    let big = serde_json::json!({"title": "x", "description": "d".repeat(100_000)});
+    let (s, _, v) = post_json(&state, "/api/v1/streams", big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let req = Request::post("/api/v1/streams")
+        .body(Body::from(r#"{"title":"x"}"#))
+        .unwrap();
+    let (s, _, _) = call(&state, req).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Paging over 25 more public streams and one private one.
     for i in 0..25 {
         let (s, _, _) = post_json(

@@ -166,3 +166,26 @@ impl IntoResponse for ApiError {
 pub fn ok<T: serde::Serialize>(data: T) -> Json<serde_json::Value> {
     Json(json!({"success": true, "data": data}))
 }
+
+/// Most bytes of a JSON request body.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// The body of a JSON request, or the error to answer: 413 past [`JSON_BODY_LIMIT`], 415 without
+/// a JSON content type, 422 for JSON that does not fit the request's shape.
+///
+/// # Errors
+/// As above.
+pub fn json_body<T>(
+    body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(axum::Json(v)) => Ok(v),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge {
+            limit: JSON_BODY_LIMIT as u64,
+        }),
+        Err(e) if e.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            Err(ApiError::UnsupportedMedia(e.body_text()))
+        }
+        Err(e) => Err(ApiError::Validation(e.body_text())),
+    }
+}

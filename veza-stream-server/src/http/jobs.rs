@@ -128,7 +128,7 @@ async fn transcode(
     State(state): State<AppState>,
     body: Result<Json<TranscodeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let req = crate::error::json_body(body)?;
     check_format(&req.output_format)?;
     check_bitrate(req.bitrate)?;
     let src = source(&state, &req.file_id).await?;
@@ -151,7 +151,7 @@ async fn compress(
     State(state): State<AppState>,
     body: Result<Json<CompressRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let req = crate::error::json_body(body)?;
     if let Some(f) = &req.format {
         check_format(f)?;
     }

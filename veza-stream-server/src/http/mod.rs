@@ -2,10 +2,11 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 
@@ -18,13 +19,23 @@ pub mod streams;
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    // JSON routes answer within REQUEST_TIMEOUT (408 past it); uploads and audio streams are
+    // exempt (they last as long as the transfer).
+    let timeout = state.config().request_timeout;
+    let json_routes = Router::new()
+        .merge(jobs::routes())
+        .merge(streams::routes())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(DefaultBodyLimit::max(crate::error::JSON_BODY_LIMIT));
     let api = Router::new()
         .merge(audio::routes())
-        .merge(jobs::routes())
         .merge(hls::routes())
-        .merge(streams::routes())
         // Uploads stream to disk and enforce MAX_AUDIO_FILE_SIZE themselves.
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        .merge(json_routes);
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::routes())

@@ -124,7 +124,7 @@ async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateStream>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let req = crate::error::json_body(body)?;
     let now = now_ms();
     // The ingest key: 32 random bytes, shown once; only its hash is stored.
     let key: [u8; 32] = rand::random();
@@ -197,7 +197,7 @@ async fn update(
     UrlPath(id): UrlPath<String>,
     body: Result<Json<UpdateStream>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let req = crate::error::json_body(body)?;
     let mut s = find(&state, &id).await?;
     if let Some(t) = req.title {
         s.title = check_title(&t)?;
