@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use veza_stream_core::ListenerId;
-use veza_stream_core::frame::FrameFormat;
+use veza_stream_core::frame::{FrameFormat, adts_header};
 use veza_stream_core::hls::{Input as HlsInput, PackedCodec, Segmenter, SegmenterConfig};
 use veza_stream_core::live::{Input, LiveConfig, LiveStream, Next, Output};
 
@@ -161,13 +161,7 @@ fn live(c: &mut Criterion) {
 fn adts_frame() -> Bytes {
     let len = 372usize;
     let mut f = vec![0x21u8; len];
-    f[0] = 0xFF;
-    f[1] = 0xF1;
-    f[2] = (1 << 6) | (4 << 2);
-    f[3] = (2 << 6) | ((len >> 11) as u8 & 0x03);
-    f[4] = (len >> 3) as u8;
-    f[5] = ((len as u8 & 0x07) << 5) | 0x1F;
-    f[6] = 0xFC;
+    f[..7].copy_from_slice(&adts_header(len, 44_100, 2).expect("a valid header"));
     Bytes::from(f)
 }
 

@@ -533,6 +533,33 @@ fn parse_mpeg(b: &[u8]) -> Option<Header> {
     })
 }
 
+/// Sample rates of the ADTS sampling-frequency index.
+const ADTS_RATES: [u32; 13] = [
+    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
+    7_350,
+];
+
+/// The 7-byte ADTS header (MPEG-4, AAC-LC, no CRC, one raw data block) of a frame of
+/// `frame_len` bytes in all (header included), for wrapping raw AAC access units (from MP4, say)
+/// as ADTS frames. `None` for a rate ADTS cannot express, more than 7 channels, or a length
+/// outside 8..=8191 bytes.
+pub fn adts_header(frame_len: usize, sample_rate: u32, channels: u8) -> Option<[u8; 7]> {
+    let sr = ADTS_RATES.iter().position(|&r| r == sample_rate)? as u8;
+    if channels > 7 || !(8..=8191).contains(&frame_len) {
+        return None;
+    }
+    let len = frame_len as u16;
+    Some([
+        0xFF,
+        0xF1,
+        (1 << 6) | (sr << 2) | (channels >> 2),
+        ((channels & 3) << 6) | (len >> 11) as u8,
+        (len >> 3) as u8,
+        ((len as u8 & 0x07) << 5) | 0x1F,
+        0xFC,
+    ])
+}
+
 /// Parses an ADTS header.
 fn parse_adts(b: &[u8]) -> Option<Header> {
     if b.len() < 7 || b[0] != 0xFF || b[1] & 0xF6 != 0xF0 {
@@ -540,11 +567,7 @@ fn parse_adts(b: &[u8]) -> Option<Header> {
     }
     let protection_absent = b[1] & 1 == 1;
     let sr_idx = usize::from((b[2] >> 2) & 0x0F);
-    const RATES: [u32; 13] = [
-        96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025,
-        8_000, 7_350,
-    ];
-    let sample_rate = *RATES.get(sr_idx)?;
+    let sample_rate = *ADTS_RATES.get(sr_idx)?;
     let channels = ((b[2] & 1) << 2) | (b[3] >> 6);
     let len = (usize::from(b[3] & 0x03) << 11) | (usize::from(b[4]) << 3) | usize::from(b[5] >> 5);
     let header_len = if protection_absent { 7 } else { 9 };
@@ -600,14 +623,7 @@ mod tests {
 
     fn adts_frame(len: usize) -> Vec<u8> {
         let mut f = vec![0x21u8; len];
-        // sync, MPEG-4, layer 0, no CRC; LC, 44.1 kHz (4), stereo (2)
-        f[0] = 0xFF;
-        f[1] = 0xF1;
-        f[2] = (1 << 6) | (4 << 2);
-        f[3] = (2 << 6) | ((len >> 11) as u8 & 0x03);
-        f[4] = (len >> 3) as u8;
-        f[5] = ((len as u8 & 0x07) << 5) | 0x1F;
-        f[6] = 0xFC;
+        f[..7].copy_from_slice(&adts_header(len, 44_100, 2).expect("a valid header"));
         f
     }
 
@@ -687,6 +703,19 @@ mod tests {
         let r = s.next_frame();
         assert!(matches!(r, Ok(None) | Err(FrameError::NoSync { .. })));
         assert!(s.buffered() <= 1000);
+    }
+
+    #[test]
+    fn adts_headers_round_trip_and_refuse_what_adts_cannot_say() {
+        let h = adts_header(300, 48_000, 1).expect("valid");
+        let p = parse_adts(&h).expect("parses");
+        assert_eq!(
+            (p.len, p.sample_rate, p.channels, p.samples),
+            (300, 48_000, 1, 1024)
+        );
+        assert_eq!(adts_header(300, 44_000, 2), None);
+        assert_eq!(adts_header(9000, 44_100, 2), None);
+        assert_eq!(adts_header(300, 44_100, 8), None);
     }
 
     #[test]

@@ -758,13 +758,7 @@ mod tests {
 
     fn adts(len: usize) -> Bytes {
         let mut f = vec![0x21u8; len];
-        f[0] = 0xFF;
-        f[1] = 0xF1;
-        f[2] = (1 << 6) | (4 << 2);
-        f[3] = (2 << 6) | ((len >> 11) as u8 & 0x03);
-        f[4] = (len >> 3) as u8;
-        f[5] = ((len as u8 & 0x07) << 5) | 0x1F;
-        f[6] = 0xFC;
+        f[..7].copy_from_slice(&crate::frame::adts_header(len, 44_100, 2).expect("a valid header"));
         Bytes::from(f)
     }
 

@@ -22,19 +22,10 @@ pub(crate) fn frame(b: &[u8], start: usize) -> Option<FrameRef> {
     if len < raw_at || b.len() < len {
         return None;
     }
-    let (long, shape) = window(b.get(raw_at..len)?);
-    Some(FrameRef {
-        start,
-        len,
-        head_long: long,
-        tail_long: long,
-        shape,
-        mdb: 0,
-        main_off: 0,
-        main_len: 0,
-        used: 0,
-        kbps: 0,
-    })
+    // The frame is its raw data block behind the header: same window facts, the whole length.
+    let mut frame = raw_unit(b.get(raw_at..len)?, start);
+    frame.len = len;
+    Some(frame)
 }
 
 /// A raw access unit (as an MP4 sample) at `start` of a segment's bytes.
