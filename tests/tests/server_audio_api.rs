@@ -9,6 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
+use veza_stream_server::auth::Role;
 use veza_stream_server::{AppState, Config, app, build_state, start};
 use veza_tests::{corpus_dir, require_tool};
 
@@ -50,10 +51,25 @@ async fn state(dir: &std::path::Path, postgres: bool) -> AppState {
     build_state(cfg).await.unwrap()
 }
 
+/// A token for `sub` with `role`, signed with the state's key.
+fn token(state: &AppState, sub: &str, role: Role) -> String {
+    state
+        .auth()
+        .keys()
+        .sign(sub, role, std::time::Duration::from_secs(3600))
+        .unwrap()
+}
+
+/// Calls the router as the creator "alice" (unless the request carries its own credentials).
 async fn call(
     state: &AppState,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        let t = token(state, "alice", Role::Creator);
+        req.headers_mut()
+            .insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+    }
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -467,6 +483,7 @@ async fn transcode_jobs_cache_and_restart() {
     let rec = veza_stream_server::storage::JobRecord {
         id: job_id.into(),
         kind: "transcode".into(),
+        owner: Some("alice".into()),
         file_id: id.clone(),
         params: serde_json::json!({"kind": "transcode", "output_format": "ogg", "bitrate": null})
             .to_string(),
@@ -645,9 +662,12 @@ async fn streams_scenario(postgres: bool) {
         serde_json::json!({"title": "hidden", "is_private": true}),
     )
     .await;
+    // Someone else sees the public ones; the owner sees hers too.
+    let bob = token(&state, "bob", Role::Listener);
     let (s, _, b) = call(
         &state,
         Request::get("/api/v1/streams?page=2&per_page=20")
+            .header(header::AUTHORIZATION, format!("Bearer {bob}"))
             .body(Body::empty())
             .unwrap(),
     )
@@ -655,6 +675,12 @@ async fn streams_scenario(postgres: bool) {
     assert_eq!(s, StatusCode::OK);
     let page = json(&b)["data"].clone();
     assert_eq!(page["total"], 26);
+    let (_, _, b) = call(
+        &state,
+        Request::get("/api/v1/streams").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(json(&b)["data"]["total"], 27);
     assert_eq!(page["items"].as_array().unwrap().len(), 6);
     let (s, _, _) = call(
         &state,

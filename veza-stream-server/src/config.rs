@@ -60,6 +60,70 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Request timeout (`REQUEST_TIMEOUT`, default 30s; uploads and streams are exempt).
     pub request_timeout: Duration,
+    /// PEM public key for RS256/EdDSA tokens (`JWT_PUBLIC_KEY_FILE`; replaces the HS256 secret).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// PEM private key matching it, for `veza-stream-server token` (`JWT_PRIVATE_KEY_FILE`).
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// `RS256` or `EdDSA` with a public key (`JWT_ALGORITHM`; default from the key's type).
+    pub jwt_algorithm: Option<String>,
+    /// Required `iss` claim (`JWT_ISSUER`; default not checked).
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim (`JWT_AUDIENCE`; default not checked).
+    pub jwt_audience: Option<String>,
+    /// Anonymous callers may read public files and streams (`ALLOW_ANONYMOUS`, default true).
+    pub allow_anonymous: bool,
+    /// Requests per client IP (`RATE_LIMIT_PER_IP`, default `100/s`; `off` disables).
+    pub rate_limit_ip: RateLimit,
+    /// Requests per authenticated user (`RATE_LIMIT_PER_USER`, default `50/s`).
+    pub rate_limit_user: RateLimit,
+    /// Requests per API key (`RATE_LIMIT_PER_KEY`, default `500/s`).
+    pub rate_limit_key: RateLimit,
+    /// Take the client IP from `X-Forwarded-For` (`TRUST_PROXY_HEADERS`, default false).
+    pub trust_proxy_headers: bool,
+    /// Origins allowed by CORS (`CORS_ALLOWED_ORIGINS`: `*`, or a comma-separated list, or
+    /// empty for none; default `*`).
+    pub cors_allowed_origins: Vec<String>,
+    /// TLS certificate chain, PEM (`TLS_CERT_FILE`; with `TLS_KEY_FILE`, serves HTTPS).
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key, PEM (`TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// A rate limit: `requests` per `per`, with a burst of `requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// No limit.
+    Off,
+    /// At most `requests` per `per` (bursts up to `requests`).
+    Limit {
+        /// Requests allowed per period (and the burst).
+        requests: u32,
+        /// The period.
+        per: Duration,
+    },
+}
+
+impl RateLimit {
+    /// Parses `100/s`, `6000/min`, `50000/h`, or `off`/`0`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "off" || s == "0" || s == "none" {
+            return Some(Self::Off);
+        }
+        let (n, unit) = s.split_once('/').unwrap_or((&s, "s"));
+        let requests: u32 = n.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(if requests == 0 {
+            Self::Off
+        } else {
+            Self::Limit { requests, per }
+        })
+    }
 }
 
 /// Parses a size such as `100MB`, `512KiB`, `1G` or `1048576` (bytes).
@@ -204,7 +268,90 @@ impl Config {
                 )
             })?,
         };
+        let file_setting = |name: &str| val(name).map(PathBuf::from);
+        let jwt_secret = val("JWT_SECRET");
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(bad(
+                "JWT_SECRET",
+                "must have at least 32 characters (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        let jwt_public_key_file = file_setting("JWT_PUBLIC_KEY_FILE");
+        let jwt_algorithm = val("JWT_ALGORITHM");
+        if let Some(a) = &jwt_algorithm {
+            let ok = match a.to_ascii_uppercase().as_str() {
+                "HS256" => jwt_public_key_file.is_none(),
+                "RS256" | "EDDSA" => jwt_public_key_file.is_some(),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad(
+                    "JWT_ALGORITHM",
+                    format!(
+                        "{a:?}: HS256 (with JWT_SECRET), or RS256/EdDSA (with JWT_PUBLIC_KEY_FILE)"
+                    ),
+                ));
+            }
+        }
+        let boolean = |name: &str, default: bool| -> Result<bool, ConfigError> {
+            match val(name).map(|v| v.trim().to_ascii_lowercase()) {
+                None => Ok(default),
+                Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+                Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+                Some(v) => Err(bad(name, format!("{v:?} is not true or false"))),
+            }
+        };
+        let limit = |name: &str, default: &str| -> Result<RateLimit, ConfigError> {
+            let v = val(name).unwrap_or_else(|| default.to_owned());
+            RateLimit::parse(&v).ok_or_else(|| {
+                bad(
+                    name,
+                    format!("{v:?} is not a rate (e.g. 100/s, 6000/min, off)"),
+                )
+            })
+        };
+        let cors_allowed_origins = match val("CORS_ALLOWED_ORIGINS") {
+            None => vec!["*".to_owned()],
+            Some(v) => v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        };
+        for o in &cors_allowed_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(bad(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("{o:?} is not `*` or an origin such as https://app.example.com"),
+                ));
+            }
+        }
+        let tls_cert_file = file_setting("TLS_CERT_FILE");
+        let tls_key_file = file_setting("TLS_KEY_FILE");
+        if tls_cert_file.is_some() != tls_key_file.is_some() {
+            return Err(bad(
+                if tls_cert_file.is_some() {
+                    "TLS_KEY_FILE"
+                } else {
+                    "TLS_CERT_FILE"
+                },
+                "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE",
+            ));
+        }
         Ok(Self {
+            jwt_public_key_file,
+            jwt_private_key_file: file_setting("JWT_PRIVATE_KEY_FILE"),
+            jwt_algorithm,
+            jwt_issuer: val("JWT_ISSUER"),
+            jwt_audience: val("JWT_AUDIENCE"),
+            allow_anonymous: boolean("ALLOW_ANONYMOUS", true)?,
+            rate_limit_ip: limit("RATE_LIMIT_PER_IP", "100/s")?,
+            rate_limit_user: limit("RATE_LIMIT_PER_USER", "50/s")?,
+            rate_limit_key: limit("RATE_LIMIT_PER_KEY", "500/s")?,
+            trust_proxy_headers: boolean("TRUST_PROXY_HEADERS", false)?,
+            cors_allowed_origins,
+            tls_cert_file,
+            tls_key_file,
             host,
             port,
             data_dir,
@@ -220,10 +367,13 @@ impl Config {
             max_concurrent_streams,
             prometheus_port,
             job_workers,
-            jwt_secret: val("JWT_SECRET"),
+            jwt_secret,
             request_timeout,
         })
     }
+
+    /// The JWT secret of [`Config::for_tests`].
+    pub const TEST_JWT_SECRET: &'static str = "test secret: not for production, 32+ characters";
 
     /// From the process environment.
     ///
@@ -233,13 +383,18 @@ impl Config {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Settings for tests: everything under `dir`, port 0 on loopback.
+    /// Settings for tests: everything under `dir`, port 0 on loopback, the HS256 secret
+    /// [`Config::TEST_JWT_SECRET`], and no rate limits (tests that check them set their own).
     pub fn for_tests(dir: &std::path::Path) -> Self {
         let d = dir.display().to_string();
         Self::from_lookup(|k| match k {
             "VEZA_DATA_DIR" => Some(d.clone()),
             "STREAM_SERVER_HOST" => Some("127.0.0.1".into()),
             "STREAM_SERVER_PORT" => Some("0".into()),
+            "JWT_SECRET" => Some(Self::TEST_JWT_SECRET.into()),
+            "RATE_LIMIT_PER_IP" | "RATE_LIMIT_PER_USER" | "RATE_LIMIT_PER_KEY" => {
+                Some("off".into())
+            }
             _ => None,
         })
         .expect("the test defaults are valid")
@@ -257,6 +412,28 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            RateLimit::parse("100/s"),
+            Some(RateLimit::Limit {
+                requests: 100,
+                per: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            RateLimit::parse("6000/min"),
+            Some(RateLimit::Limit {
+                requests: 6000,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(RateLimit::parse("off"), Some(RateLimit::Off));
+        assert_eq!(RateLimit::parse("0"), Some(RateLimit::Off));
+        assert_eq!(RateLimit::parse("ten/s"), None);
+        assert_eq!(RateLimit::parse("10/day"), None);
     }
 
     #[test]
@@ -282,9 +459,17 @@ mod tests {
             ("REDIS_URL", "http://x"),
             ("STREAM_SERVER_HOST", "localhost:1"),
             ("REQUEST_TIMEOUT", "soon"),
+            ("JWT_SECRET", "short"),
+            ("JWT_ALGORITHM", "RS256"),
+            ("RATE_LIMIT_PER_IP", "fast"),
+            ("ALLOW_ANONYMOUS", "maybe"),
+            ("CORS_ALLOWED_ORIGINS", "example.com"),
         ] {
             let e = from(&[(k, v)]).unwrap_err();
             assert_eq!(e.setting, k, "{e}");
         }
+        // Half a TLS configuration names the missing half.
+        let e = from(&[("TLS_CERT_FILE", "/tmp/cert.pem")]).unwrap_err();
+        assert_eq!(e.setting, "TLS_KEY_FILE", "{e}");
     }
 }

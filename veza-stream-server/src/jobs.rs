@@ -126,7 +126,7 @@ async fn run(state: &AppState, id: &str) {
     let _ = store
         .update_job(id, "running", 0.0, None, None, None, now_ms())
         .await;
-    let outcome = execute(state, &job.file_id, &job.params, id).await;
+    let outcome = execute(state, &job.file_id, &job.params, id, job.owner.as_deref()).await;
     state.jobs().set_progress(id, None);
     let now = now_ms();
     let r = match outcome {
@@ -154,6 +154,7 @@ async fn execute(
     file_id: &str,
     params: &str,
     job_id: &str,
+    job_owner: Option<&str>,
 ) -> Result<(String, Option<String>), ApiError> {
     let spec: JobSpec = serde_json::from_str(params)
         .map_err(|e| ApiError::internal(format!("bad job params: {e}")))?;
@@ -194,7 +195,8 @@ async fn execute(
         .map_err(ApiError::internal)??;
     let record = AudioRecord {
         id: new_id.clone(),
-        owner: src.owner.clone(),
+        // The file made belongs to whoever asked for it.
+        owner: job_owner.map(str::to_owned).or_else(|| src.owner.clone()),
         is_private: src.is_private,
         original_name: src.original_name.clone(),
         path: path.display().to_string(),

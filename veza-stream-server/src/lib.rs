@@ -15,6 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -51,9 +52,19 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let handle = metrics::install().map_err(anyhow::Error::msg)?;
     let cache = cache::TranscodeCache::open(&config.cache_dir, config.cache_max_bytes)
         .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?;
+    let auth = auth::Auth::new(&config)?;
     let workers = config.job_workers;
     let (jobs, queue) = jobs::Jobs::new();
-    let state = AppState::new(config, store, handle, cache, jobs);
+    let limits = auth.limits().clone();
+    let state = AppState::new(config, store, handle, cache, jobs, auth);
+    // Rate-limit buckets of clients gone quiet are dropped, so the maps stay bounded.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.forget_idle();
+        }
+    });
     jobs::spawn_dispatcher(state.clone(), queue, workers);
     Ok(state)
 }
@@ -63,7 +74,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// True when it serves HTTPS.
+    pub tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
+    tls_handle: Option<axum_server::Handle<SocketAddr>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -76,8 +90,33 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(h) = self.tls_handle.take() {
+            h.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        }
         self.task.await.unwrap_or(Ok(()))
     }
+}
+
+/// The rustls configuration of `TLS_CERT_FILE` and `TLS_KEY_FILE`.
+async fn tls_config(cfg: &Config) -> std::io::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) else {
+        return Ok(None);
+    };
+    // One process-wide crypto provider (ring); a second install is a no-op error.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map(Some)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS_CERT_FILE/TLS_KEY_FILE ({}, {}): {e}",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+        })
 }
 
 /// Binds `config.host:config.port` and serves `state` until stopped.
@@ -103,8 +142,21 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
         let ml = TcpListener::bind((cfg.host, port)).await?;
         tokio::spawn(async move { axum::serve(ml, metrics_app).await });
     }
+    let tls = tls_config(cfg).await?;
+    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Some(tls) = tls {
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
+        let task = tokio::spawn(async move { server.serve(router).await });
+        return Ok(Running {
+            addr,
+            tls: true,
+            shutdown: None,
+            tls_handle: Some(handle),
+            task,
+        });
+    }
     let (tx, rx) = oneshot::channel::<()>();
-    let router = app(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
@@ -114,7 +166,9 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
     });
     Ok(Running {
         addr,
+        tls: false,
         shutdown: Some(tx),
+        tls_handle: None,
         task,
     })
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::Auth;
 use crate::cache::TranscodeCache;
 use crate::config::Config;
 use crate::jobs::Jobs;
@@ -21,6 +22,7 @@ struct Inner {
     metrics: PrometheusHandle,
     cache: TranscodeCache,
     jobs: Jobs,
+    auth: Auth,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
         metrics: PrometheusHandle,
         cache: TranscodeCache,
         jobs: Jobs,
+        auth: Auth,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -39,6 +42,7 @@ impl AppState {
                 metrics,
                 cache,
                 jobs,
+                auth,
             }),
         }
     }
@@ -61,6 +65,11 @@ impl AppState {
     /// The job queue.
     pub fn jobs(&self) -> &Jobs {
         &self.inner.jobs
+    }
+
+    /// Token keys and rate limiters.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
     }
 
     /// The Prometheus handle (renders `/metrics`).

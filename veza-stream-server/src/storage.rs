@@ -220,6 +220,9 @@ pub struct JobRecord {
     pub id: String,
     /// "transcode" or "compress".
     pub kind: String,
+    /// Who created it (JWT subject or `key:<id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The source file.
     pub file_id: String,
     /// The request's parameters (JSON).
@@ -254,7 +257,8 @@ impl Store {
     pub async fn insert_job(&self, j: &JobRecord) -> Result<(), sqlx::Error> {
         let q = self.sql(
             "INSERT INTO jobs (id, kind, file_id, params, state, progress, result_file_id, note, \
-             error, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             error, created_at, updated_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12)",
         );
         sqlx::query(&q)
             .bind(&j.id)
@@ -268,6 +272,7 @@ impl Store {
             .bind(&j.error)
             .bind(j.created_at)
             .bind(j.updated_at)
+            .bind(&j.owner)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -332,6 +337,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, sqlx::Error> {
     Ok(JobRecord {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
+        owner: r.try_get("owner")?,
         file_id: r.try_get("file_id")?,
         params: r.try_get("params")?,
         state: r.try_get("state")?,
@@ -414,24 +420,34 @@ impl Store {
         row.map(|r| stream_from_row(&r)).transpose()
     }
 
-    /// Public streams, newest first, and their total count.
+    /// The streams `viewer` may see (public ones, their own private ones; all for an admin),
+    /// newest first, and their total count.
     ///
     /// # Errors
     /// Database errors.
     pub async fn list_streams(
         &self,
+        viewer: Option<&str>,
+        all: bool,
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<StreamRecord>, i64), sqlx::Error> {
         let q = self.sql(
-            "SELECT * FROM streams WHERE is_private = 0 ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
+            "SELECT * FROM streams WHERE is_private = 0 OR owner = $1 OR $2 = 1 \
+             ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
         );
         let rows = sqlx::query(&q)
+            .bind(viewer)
+            .bind(i64::from(all))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
             .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM streams WHERE is_private = 0")
+        let q = self
+            .sql("SELECT COUNT(*) AS n FROM streams WHERE is_private = 0 OR owner = $1 OR $2 = 1");
+        let total: i64 = sqlx::query(&q)
+            .bind(viewer)
+            .bind(i64::from(all))
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
@@ -489,5 +505,97 @@ fn stream_from_row(r: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
         started_at: r.try_get("started_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// An API key's record (the key itself is never stored).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyRecord {
+    /// Its id (a UUID).
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// The role it acts with.
+    pub role: String,
+    /// SHA-256 of the key, hex.
+    #[serde(skip)]
+    pub key_hash: String,
+    /// The admin who created it.
+    pub created_by: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// When it was revoked, Unix milliseconds.
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    /// Stores a new API key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "INSERT INTO api_keys (id, name, role, key_hash, created_by, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        );
+        sqlx::query(&q)
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.role)
+            .bind(&k.key_hash)
+            .bind(&k.created_by)
+            .bind(k.created_at)
+            .bind(k.revoked_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The key with this hash, if any.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
+        let q = self.sql("SELECT * FROM api_keys WHERE key_hash = $1");
+        let row = sqlx::query(&q).bind(hash).fetch_optional(&self.pool).await?;
+        row.map(|r| api_key_from_row(&r)).transpose()
+    }
+
+    /// Every key, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    /// Revokes a key; true when it existed and was active.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let q = self.sql("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL");
+        Ok(sqlx::query(&q)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+}
+
+fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        key_hash: r.try_get("key_hash")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
     })
 }

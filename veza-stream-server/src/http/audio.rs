@@ -16,6 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ok};
 use crate::http::range::{self, RangeRequest};
 use crate::metrics as m;
@@ -111,9 +112,11 @@ impl Drop for TempFile {
 
 async fn upload(
     State(state): State<AppState>,
+    caller: Caller,
     Query(q): Query<UploadQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let owner = caller.require(Role::Creator)?.subject.clone();
     let cfg = state.config();
     let limit = cfg.max_upload_bytes;
     if let Some(len) = req
@@ -178,7 +181,7 @@ async fn upload(
     guard.0 = Some(final_path.clone());
     let record = AudioRecord {
         id: id.clone(),
-        owner: None,
+        owner: Some(owner),
         is_private: q.private.unwrap_or(false),
         original_name: original_name.map(|n| n.chars().take(255).collect()),
         path: final_path.display().to_string(),
@@ -259,7 +262,8 @@ pub fn probe(path: &Path) -> Result<AudioRecord, ApiError> {
     })
 }
 
-/// The record of a file id from a URL (404 for anything that is not a known UUID).
+/// The record of a file id from a URL (404 for anything that is not a known UUID). No access
+/// check: see [`find_visible`].
 pub async fn find(state: &AppState, id: &str) -> Result<AudioRecord, ApiError> {
     let id = parse_id(id)?;
     state
@@ -269,19 +273,34 @@ pub async fn find(state: &AppState, id: &str) -> Result<AudioRecord, ApiError> {
         .ok_or(ApiError::NotFound("audio file"))
 }
 
+/// The record of a file id from a URL if `caller` may see it (a private file is visible to its
+/// owner and admins only; others get 404).
+pub async fn find_visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<AudioRecord, ApiError> {
+    let r = find(state, id).await?;
+    caller.check_see(r.owner.as_deref(), r.is_private, "audio file")?;
+    Ok(r)
+}
+
 async fn metadata(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(file_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let r = find(&state, &file_id).await?;
+    let r = find_visible(&state, &caller, &file_id).await?;
     Ok(ok(&r).into_response())
 }
 
 async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(file_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let r = find(&state, &file_id).await?;
+    caller.check_change(r.owner.as_deref(), r.is_private, "audio file")?;
     state.store().delete_audio(&r.id).await?;
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
@@ -315,11 +334,12 @@ pub fn output_content_type(f: veza_audio::OutputFormat) -> &'static str {
 
 async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(file_id): UrlPath<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let r = find(&state, &file_id).await?;
+    let r = find_visible(&state, &caller, &file_id).await?;
     let chunk = state.config().stream_chunk_size;
     let Some(fmt) = q.format.as_deref() else {
         if q.bitrate.is_some() {

@@ -16,7 +16,8 @@ use veza_stream_core::frame::{FrameFormat, FrameSplitter, SplitterConfig};
 use veza_stream_core::hls::{self, PackedCodec, Rendition, VodSegment};
 
 use crate::error::ApiError;
-use crate::http::audio::{find, transcode_to};
+use crate::auth::Caller;
+use crate::http::audio::{find_visible, transcode_to};
 use crate::state::AppState;
 
 /// Target segment duration of VOD playlists.
@@ -61,9 +62,10 @@ fn playlist(body: String) -> Response {
 
 async fn master(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(file_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    find(&state, &file_id).await?;
+    find_visible(&state, &caller, &file_id).await?;
     let renditions: Vec<Rendition> = LADDER
         .iter()
         .map(|&(name, f, k)| Rendition {
@@ -84,10 +86,11 @@ async fn master(
 /// The rendition's file (transcoded through the cache) and its frames cut into segments.
 async fn plan(
     state: &AppState,
+    caller: &Caller,
     file_id: &str,
     name: &str,
 ) -> Result<(Vec<u8>, Vec<(usize, usize)>, Vec<VodSegment>, PackedCodec), ApiError> {
-    let r = find(state, file_id).await?;
+    let r = find_visible(state, caller, file_id).await?;
     let (format, kbps, codec) = rung(name)?;
     let key = CacheKey::try_new(
         &r.content_hash,
@@ -140,9 +143,10 @@ async fn plan(
 
 async fn media(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((file_id, name)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (_, _, segments, codec) = plan(&state, &file_id, &name).await?;
+    let (_, _, segments, codec) = plan(&state, &caller, &file_id, &name).await?;
     Ok(playlist(hls::vod_playlist(
         &segments,
         "seg",
@@ -152,6 +156,7 @@ async fn media(
 
 async fn segment(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((file_id, name, seg)): UrlPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let (_, _, codec) = rung(&name)?;
@@ -160,7 +165,7 @@ async fn segment(
         .and_then(|s| s.strip_suffix(&format!(".{}", codec.extension())))
         .and_then(|n| n.parse().ok())
         .ok_or(ApiError::NotFound("segment"))?;
-    let (data, spans, segments, codec) = plan(&state, &file_id, &name).await?;
+    let (data, spans, segments, codec) = plan(&state, &caller, &file_id, &name).await?;
     let s = segments.get(index).ok_or(ApiError::NotFound("segment"))?;
     let first = spans[s.first_frame];
     let last = spans[s.first_frame + s.frames - 1];

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ok};
 use crate::http::audio::{now_ms, parse_id};
 use crate::jobs::JobSpec;
@@ -88,6 +89,7 @@ fn format_matches(claimed: &str, codec: &str, container: &str) -> bool {
 
 async fn create(
     state: &AppState,
+    owner: &str,
     file_id: &str,
     kind: &str,
     spec: JobSpec,
@@ -96,6 +98,7 @@ async fn create(
     let job = JobRecord {
         id: uuid::Uuid::new_v4().hyphenated().to_string(),
         kind: kind.to_owned(),
+        owner: Some(owner.to_owned()),
         file_id: file_id.to_owned(),
         params: serde_json::to_string(&spec).map_err(ApiError::internal)?,
         state: "queued".into(),
@@ -115,23 +118,32 @@ async fn create(
     Ok(resp)
 }
 
-async fn source(state: &AppState, file_id: &str) -> Result<crate::storage::AudioRecord, ApiError> {
+/// The source file of a job, if the caller may see it.
+async fn source(
+    state: &AppState,
+    caller: &Caller,
+    file_id: &str,
+) -> Result<crate::storage::AudioRecord, ApiError> {
     let id = parse_id(file_id).map_err(|_| ApiError::NotFound("file"))?;
-    state
+    let r = state
         .store()
         .get_audio(&id)
         .await?
-        .ok_or(ApiError::NotFound("file"))
+        .ok_or(ApiError::NotFound("file"))?;
+    caller.check_see(r.owner.as_deref(), r.is_private, "file")?;
+    Ok(r)
 }
 
 async fn transcode(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<TranscodeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let owner = caller.require(Role::Creator)?.subject.clone();
     let req = crate::error::json_body(body)?;
     check_format(&req.output_format)?;
     check_bitrate(req.bitrate)?;
-    let src = source(&state, &req.file_id).await?;
+    let src = source(&state, &caller, &req.file_id).await?;
     if let Some(f) = &req.input_format {
         if !format_matches(f, &src.codec, &src.container) {
             return Err(ApiError::Validation(format!(
@@ -144,13 +156,15 @@ async fn transcode(
         output_format: req.output_format.to_ascii_lowercase(),
         bitrate: req.bitrate,
     };
-    create(&state, &src.id, "transcode", spec).await
+    create(&state, &owner, &src.id, "transcode", spec).await
 }
 
 async fn compress(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<CompressRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let owner = caller.require(Role::Creator)?.subject.clone();
     let req = crate::error::json_body(body)?;
     if let Some(f) = &req.format {
         check_format(f)?;
@@ -165,19 +179,21 @@ async fn compress(
             "`quality` must be low, medium or high".into(),
         ));
     }
-    let src = source(&state, &req.file_id).await?;
+    let src = source(&state, &caller, &req.file_id).await?;
     let spec = JobSpec::Compress {
         format: req.format.map(|f| f.to_ascii_lowercase()),
         bitrate: req.bitrate,
         quality,
     };
-    create(&state, &src.id, "compress", spec).await
+    create(&state, &owner, &src.id, "compress", spec).await
 }
 
 async fn get_job(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(job_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
+    caller.principal()?;
     let id = uuid::Uuid::parse_str(&job_id)
         .map_err(|_| ApiError::NotFound("job"))?
         .hyphenated()
@@ -187,6 +203,8 @@ async fn get_job(
         .get_job(&id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
+    // A job is its creator's (and admins'); others are told it does not exist.
+    caller.check_see(job.owner.as_deref(), true, "job")?;
     if job.state == "running" {
         if let Some(p) = state.jobs().progress(&id) {
             job.progress = p;

@@ -5,6 +5,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -13,6 +14,7 @@ use crate::state::AppState;
 pub mod audio;
 pub mod hls;
 pub mod jobs;
+pub mod keys;
 pub mod ops;
 pub mod range;
 pub mod streams;
@@ -25,6 +27,7 @@ pub fn router(state: AppState) -> Router {
     let json_routes = Router::new()
         .merge(jobs::routes())
         .merge(streams::routes())
+        .merge(keys::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -35,11 +38,29 @@ pub fn router(state: AppState) -> Router {
         .merge(hls::routes())
         // Uploads stream to disk and enforce MAX_AUDIO_FILE_SIZE themselves.
         .layer(DefaultBodyLimit::disable())
-        .merge(json_routes);
-    Router::new()
+        .merge(json_routes)
+        // Credentials and rate limits for the whole API (operations endpoints are exempt).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ));
+    let tls = state.config().tls_cert_file.is_some();
+    let cors = cors(&state.config().cors_allowed_origins);
+    let router = Router::new()
         .nest("/api/v1", api)
         .merge(ops::routes())
-        .layer(middleware::from_fn(track_metrics))
+        // Preflight requests are answered before authentication.
+        .layer(cors)
+        .layer(middleware::from_fn(track_metrics));
+    let router = if tls {
+        router.layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("strict-transport-security"),
+            HeaderValue::from_static("max-age=31536000"),
+        ))
+    } else {
+        router
+    };
+    router
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
@@ -53,6 +74,47 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("no-referrer"),
         ))
         .with_state(state)
+}
+
+/// The CORS policy of `CORS_ALLOWED_ORIGINS`: `*` (any origin; no cookies are used, tokens go in
+/// headers) or a list of origins. Players need `Range` and read `Content-Range`.
+fn cors(origins: &[String]) -> CorsLayer {
+    use axum::http::{Method, header};
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("icy-metadata"),
+        ])
+        .expose_headers([
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-cache"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
 
 /// Counts requests and their duration by method, matched route and status.

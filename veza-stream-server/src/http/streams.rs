@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ok};
 use crate::http::audio::now_ms;
 use crate::metrics as m;
@@ -122,8 +123,10 @@ fn stream_id(id: &str) -> Result<String, ApiError> {
 
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<CreateStream>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let owner = caller.require(Role::Creator)?.subject.clone();
     let req = crate::error::json_body(body)?;
     let now = now_ms();
     // The ingest key: 32 random bytes, shown once; only its hash is stored.
@@ -131,7 +134,7 @@ async fn create(
     let key = hex::encode(key);
     let rec = StreamRecord {
         id: uuid::Uuid::new_v4().hyphenated().to_string(),
-        owner: None,
+        owner: Some(owner),
         title: check_title(&req.title)?,
         description: check_description(req.description)?,
         is_private: req.is_private.unwrap_or(false),
@@ -155,25 +158,30 @@ async fn create(
     Ok(resp)
 }
 
-async fn find(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
+/// The stream of an id from a URL if `caller` may see it (private streams: owner and admins).
+pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<StreamRecord, ApiError> {
     let id = stream_id(id)?;
-    state
+    let s = state
         .store()
         .get_stream(&id)
         .await?
-        .ok_or(ApiError::NotFound("stream"))
+        .ok_or(ApiError::NotFound("stream"))?;
+    caller.check_see(s.owner.as_deref(), s.is_private, "stream")?;
+    Ok(s)
 }
 
 async fn read(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let s = find(&state, &id).await?;
+    let s = find(&state, &caller, &id).await?;
     Ok(ok(document(&s)).into_response())
 }
 
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Query(p): Query<Paging>,
 ) -> Result<Response, ApiError> {
     let page = p.page.unwrap_or(1);
@@ -184,7 +192,11 @@ async fn list(
         ));
     }
     let offset = (page - 1).saturating_mul(per_page);
-    let (items, total) = state.store().list_streams(per_page, offset).await?;
+    let admin = caller.0.as_ref().is_some_and(|p| p.is_admin());
+    let (items, total) = state
+        .store()
+        .list_streams(caller.subject(), admin, per_page, offset)
+        .await?;
     let items: Vec<Value> = items.iter().map(document).collect();
     Ok(
         ok(json!({"items": items, "page": page, "per_page": per_page, "total": total}))
@@ -194,11 +206,13 @@ async fn list(
 
 async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
     body: Result<Json<UpdateStream>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let mut s = find(&state, &caller, &id).await?;
+    caller.check_change(s.owner.as_deref(), s.is_private, "stream")?;
     let req = crate::error::json_body(body)?;
-    let mut s = find(&state, &id).await?;
     if let Some(t) = req.title {
         s.title = check_title(&t)?;
     }
@@ -218,10 +232,12 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let id = stream_id(&id)?;
-    if !state.store().delete_stream(&id).await? {
+    let s = find(&state, &caller, &id).await?;
+    caller.check_change(s.owner.as_deref(), s.is_private, "stream")?;
+    if !state.store().delete_stream(&s.id).await? {
         return Err(ApiError::NotFound("stream"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
