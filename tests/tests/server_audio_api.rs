@@ -67,8 +67,10 @@ async fn call(
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     if !req.headers().contains_key(header::AUTHORIZATION) {
         let t = token(state, "alice", Role::Creator);
-        req.headers_mut()
-            .insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        req.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
     }
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();

@@ -63,9 +63,8 @@ struct Resp {
 
 impl Resp {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -95,7 +94,13 @@ async fn send(state: &AppState, req: Request<Body>) -> Resp {
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Resp {
         status,
         headers,
@@ -163,7 +168,14 @@ async fn roles_and_ownership_decide_who_does_what() {
         }
     }
     for who in [&alice, &root] {
-        let r = call(&state, "GET", &format!("/api/v1/audio/{private}/stream"), Some(who), None).await;
+        let r = call(
+            &state,
+            "GET",
+            &format!("/api/v1/audio/{private}/stream"),
+            Some(who),
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, wav());
     }
@@ -190,7 +202,9 @@ async fn roles_and_ownership_decide_who_does_what() {
     let job = r.json()["data"]["id"].as_str().unwrap().to_owned();
     let job_url = format!("/api/v1/jobs/{job}");
     assert_eq!(
-        call(&state, "GET", &job_url, Some(&alice), None).await.status,
+        call(&state, "GET", &job_url, Some(&alice), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -207,7 +221,14 @@ async fn roles_and_ownership_decide_who_does_what() {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let r = call(&state, "GET", &format!("/api/v1/audio/{made}"), Some(&bob), None).await;
+    let r = call(
+        &state,
+        "GET",
+        &format!("/api/v1/audio/{made}"),
+        Some(&bob),
+        None,
+    )
+    .await;
     assert_eq!(r.json()["data"]["owner"], "bob");
 
     // Only the owner or an admin deletes.
@@ -225,9 +246,15 @@ async fn roles_and_ownership_decide_who_does_what() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        call(&state, "DELETE", &format!("/api/v1/audio/{private}"), Some(&alice), None)
-            .await
-            .status,
+        call(
+            &state,
+            "DELETE",
+            &format!("/api/v1/audio/{private}"),
+            Some(&alice),
+            None
+        )
+        .await
+        .status,
         StatusCode::NO_CONTENT
     );
 
@@ -262,37 +289,94 @@ async fn roles_and_ownership_decide_who_does_what() {
     .await;
     let show = r.json()["data"]["id"].as_str().unwrap().to_owned();
     let total = |v: Value| v["data"]["total"].as_i64().unwrap();
-    assert_eq!(total(call(&state, "GET", "/api/v1/streams", None, None).await.json()), 1);
-    assert_eq!(total(call(&state, "GET", "/api/v1/streams", Some(&bob), None).await.json()), 1);
-    assert_eq!(total(call(&state, "GET", "/api/v1/streams", Some(&alice), None).await.json()), 2);
-    assert_eq!(total(call(&state, "GET", "/api/v1/streams", Some(&root), None).await.json()), 2);
+    assert_eq!(
+        total(
+            call(&state, "GET", "/api/v1/streams", None, None)
+                .await
+                .json()
+        ),
+        1
+    );
+    assert_eq!(
+        total(
+            call(&state, "GET", "/api/v1/streams", Some(&bob), None)
+                .await
+                .json()
+        ),
+        1
+    );
+    assert_eq!(
+        total(
+            call(&state, "GET", "/api/v1/streams", Some(&alice), None)
+                .await
+                .json()
+        ),
+        2
+    );
+    assert_eq!(
+        total(
+            call(&state, "GET", "/api/v1/streams", Some(&root), None)
+                .await
+                .json()
+        ),
+        2
+    );
     let secret_url = format!("/api/v1/streams/{secret}");
     assert_eq!(
-        call(&state, "GET", &secret_url, Some(&bob), None).await.status,
+        call(&state, "GET", &secret_url, Some(&bob), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        call(&state, "GET", &secret_url, Some(&alice), None).await.status,
+        call(&state, "GET", &secret_url, Some(&alice), None)
+            .await
+            .status,
         StatusCode::OK
     );
     let show_url = format!("/api/v1/streams/{show}");
-    let r = call(&state, "PATCH", &show_url, Some(&bob), Some(json!({"title": "mine"}))).await;
+    let r = call(
+        &state,
+        "PATCH",
+        &show_url,
+        Some(&bob),
+        Some(json!({"title": "mine"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = call(&state, "PATCH", &show_url, Some(&root), Some(json!({"title": "Renamed"}))).await;
+    let r = call(
+        &state,
+        "PATCH",
+        &show_url,
+        Some(&root),
+        Some(json!({"title": "Renamed"})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["data"]["title"], "Renamed");
     assert_eq!(
-        call(&state, "DELETE", &show_url, Some(&bob), None).await.status,
+        call(&state, "DELETE", &show_url, Some(&bob), None)
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        call(&state, "DELETE", &show_url, Some(&alice), None).await.status,
+        call(&state, "DELETE", &show_url, Some(&alice), None)
+            .await
+            .status,
         StatusCode::NO_CONTENT
     );
 
     // Ids never reach a path or a query unchecked.
     for bad in ["..%2F..%2Fetc%2Fpasswd", "%2e%2e", "x'%20OR%201=1"] {
-        let r = call(&state, "GET", &format!("/api/v1/audio/{bad}/stream"), Some(&root), None).await;
+        let r = call(
+            &state,
+            "GET",
+            &format!("/api/v1/audio/{bad}/stream"),
+            Some(&root),
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
     }
 }
@@ -304,7 +388,14 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable() {
     let root = token(&state, "root", Role::Admin);
     let alice = token(&state, "alice", Role::Creator);
     let body = json!({"name": "ingest bot", "role": "creator"});
-    let r = call(&state, "POST", "/api/v1/api-keys", Some(&alice), Some(body.clone())).await;
+    let r = call(
+        &state,
+        "POST",
+        "/api/v1/api-keys",
+        Some(&alice),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = call(&state, "POST", "/api/v1/api-keys", Some(&root), Some(body)).await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -345,13 +436,27 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable() {
     assert_eq!(send(&state, req).await.status, StatusCode::CREATED);
 
     // Revoked: refused at once. Unknown keys likewise.
-    let r = call(&state, "DELETE", &format!("/api/v1/api-keys/{id}"), Some(&root), None).await;
+    let r = call(
+        &state,
+        "DELETE",
+        &format!("/api/v1/api-keys/{id}"),
+        Some(&root),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(
         upload(&state, Some(&key), false).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let r = call(&state, "DELETE", &format!("/api/v1/api-keys/{id}"), Some(&root), None).await;
+    let r = call(
+        &state,
+        "DELETE",
+        &format!("/api/v1/api-keys/{id}"),
+        Some(&root),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
         upload(&state, Some("vza_0000"), false).await.status,
@@ -437,7 +542,10 @@ async fn cors_security_headers_and_closed_anonymous_access() {
         .uri("/api/v1/streams")
         .header(header::ORIGIN, "https://player.example")
         .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
         .body(Body::empty())
         .unwrap();
     let r = send(&state, req).await;
@@ -455,7 +563,11 @@ async fn cors_security_headers_and_closed_anonymous_access() {
     assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     // Security headers on every response, errors included.
     let r = call(&state, "GET", "/api/v1/streams", None, None).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "anonymous access is off");
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "anonymous access is off"
+    );
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     assert_eq!(r.headers["x-frame-options"], "DENY");
     let t = token(&state, "lena", Role::Listener);
@@ -535,7 +647,10 @@ async fn https_with_rustls_when_a_certificate_is_configured() {
     let _ = tls.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
-    assert!(text.contains("strict-transport-security: max-age="), "{text}");
+    assert!(
+        text.contains("strict-transport-security: max-age="),
+        "{text}"
+    );
     // Plain HTTP on the TLS port does not get an answer.
     let mut plain = tokio::net::TcpStream::connect(running.addr).await.unwrap();
     plain

@@ -58,9 +58,7 @@ impl std::str::FromStr for Role {
             "listener" => Ok(Self::Listener),
             "creator" => Ok(Self::Creator),
             "admin" => Ok(Self::Admin),
-            _ => Err(format!(
-                "unknown role {s:?} (listener, creator or admin)"
-            )),
+            _ => Err(format!("unknown role {s:?} (listener, creator or admin)")),
         }
     }
 }
@@ -121,7 +119,7 @@ impl Caller {
         !is_private || self.0.as_ref().is_some_and(|p| p.can_change(owner))
     }
 
-    /// 404 (`what` not found) unless [`Caller::can_see`]. 
+    /// 404 (`what` not found) unless [`Caller::can_see`].
     ///
     /// # Errors
     /// As above.
@@ -168,7 +166,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -272,7 +274,10 @@ fn data_dir_secret(data_dir: &Path) -> Result<String, KeyError> {
         Ok(_) => {
             return Err(invalid(
                 "VEZA_DATA_DIR",
-                format!("{} holds a secret shorter than 32 characters", path.display()),
+                format!(
+                    "{} holds a secret shorter than 32 characters",
+                    path.display()
+                ),
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -443,7 +448,10 @@ pub const API_KEY_PREFIX: &str = "vza_";
 
 /// A new random API key and its stored hash.
 pub fn new_api_key() -> (String, String) {
-    let key = format!("{API_KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
+    let key = format!(
+        "{API_KEY_PREFIX}{}",
+        hex::encode(rand::random::<[u8; 24]>())
+    );
     let hash = hash_api_key(&key);
     (key, hash)
 }
@@ -665,7 +673,9 @@ mod tests {
     fn tokens_round_trip_and_bad_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let keys = TokenKeys::from_config(&cfg(dir.path())).unwrap();
-        let t = keys.sign("alice", Role::Creator, Duration::from_secs(60)).unwrap();
+        let t = keys
+            .sign("alice", Role::Creator, Duration::from_secs(60))
+            .unwrap();
         let p = keys.verify(&t).unwrap();
         assert_eq!(p.subject, "alice");
         assert_eq!(p.role, Role::Creator);
@@ -741,6 +751,9 @@ mod tests {
         }
         let wait = l.check(ip, &Caller(None)).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(l.check(Some(IpAddr::from([10, 0, 0, 2])), &Caller(None)).is_ok());
+        assert!(
+            l.check(Some(IpAddr::from([10, 0, 0, 2])), &Caller(None))
+                .is_ok()
+        );
     }
 }

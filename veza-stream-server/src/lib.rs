@@ -98,7 +98,9 @@ impl Running {
 }
 
 /// The rustls configuration of `TLS_CERT_FILE` and `TLS_KEY_FILE`.
-async fn tls_config(cfg: &Config) -> std::io::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+async fn tls_config(
+    cfg: &Config,
+) -> std::io::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
     let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) else {
         return Ok(None);
     };
@@ -146,7 +148,8 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
     let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
     if let Some(tls) = tls {
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
+        let server =
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
         let task = tokio::spawn(async move { server.serve(router).await });
         return Ok(Running {
             addr,

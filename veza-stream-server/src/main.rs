@@ -57,7 +57,6 @@ enum KeyCommand {
     },
 }
 
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -557,7 +557,10 @@ impl Store {
     /// Database errors.
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, sqlx::Error> {
         let q = self.sql("SELECT * FROM api_keys WHERE key_hash = $1");
-        let row = sqlx::query(&q).bind(hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&q)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| api_key_from_row(&r)).transpose()
     }
 
@@ -577,7 +580,8 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
-        let q = self.sql("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL");
+        let q =
+            self.sql("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL");
         Ok(sqlx::query(&q)
             .bind(now_ms)
             .bind(id)

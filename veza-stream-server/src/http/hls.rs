@@ -15,8 +15,8 @@ use veza_stream_core::cache::CacheKey;
 use veza_stream_core::frame::{FrameFormat, FrameSplitter, SplitterConfig};
 use veza_stream_core::hls::{self, PackedCodec, Rendition, VodSegment};
 
-use crate::error::ApiError;
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::http::audio::{find_visible, transcode_to};
 use crate::state::AppState;
 
