@@ -737,3 +737,126 @@ async fn streams_api_on_sqlite() {
 async fn streams_api_on_postgres() {
     streams_scenario(true).await;
 }
+
+/// Waits until the analytics of `url` report `plays` plays (flushes are asynchronous).
+async fn analytics_when(state: &AppState, url: &str, plays: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, _, b) = call(state, Request::get(url).body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+        let v = json(&b)["data"].clone();
+        if v["plays"].as_u64() == Some(plays) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "analytics never reached {plays} plays: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn analytics_scenario(postgres: bool) {
+    let Some(corpus) = corpus_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    if postgres {
+        cfg.database_url = postgres_url().await;
+    }
+    cfg.analytics_flush_interval = std::time::Duration::from_millis(100);
+    let state = build_state(cfg).await.unwrap();
+    let mp3 = std::fs::read(corpus.join("mp3/androidx-bear-id3.mp3")).unwrap();
+    let size = mp3.len() as u64;
+    let (_, v) = upload_raw(&state, mp3, "bear.mp3").await;
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let bob = token(&state, "bob", Role::Listener);
+    let stream = format!("/api/v1/audio/{id}/stream");
+    // Two plays by bob, one by alice, one continuation range (not a play).
+    for who in [&bob, &bob] {
+        let req = Request::get(&stream)
+            .header(header::AUTHORIZATION, format!("Bearer {who}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&state, req).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        call(&state, Request::get(&stream).body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let req = Request::get(&stream)
+        .header(header::RANGE, "bytes=1000-")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&state, req).await.0, StatusCode::PARTIAL_CONTENT);
+
+    let url = format!("/api/v1/audio/{id}/analytics?interval=hour");
+    let a = analytics_when(&state, &url, 3).await;
+    assert_eq!(a["unique_listeners"], 2, "{a}");
+    assert_eq!(a["bytes"].as_u64().unwrap(), 3 * size, "{a}");
+    assert_eq!(a["by_protocol"]["on_demand"], 3);
+    assert_eq!(a["series"].as_array().unwrap().len(), 1);
+    assert_eq!(a["series"][0]["sessions"], 3);
+    assert_eq!(a["interval"], "hour");
+    // A range that ends before the plays has none.
+    let (_, _, b) = call(
+        &state,
+        Request::get(format!(
+            "/api/v1/audio/{id}/analytics?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z"
+        ))
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(json(&b)["data"]["plays"], 0);
+    // Only the owner and admins read analytics; bad ranges are 422.
+    let req = Request::get(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {bob}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&state, req).await.0, StatusCode::FORBIDDEN);
+    for bad in [
+        "from=yesterday",
+        "interval=week",
+        "from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z",
+    ] {
+        let (s, _, _) = call(
+            &state,
+            Request::get(format!("/api/v1/audio/{id}/analytics?{bad}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    // Streams have analytics too (no listeners yet).
+    let (s, _, b) = post_json(
+        &state,
+        "/api/v1/streams",
+        serde_json::json!({"title": "Evening show"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let sid = b["data"]["id"].as_str().unwrap().to_owned();
+    let (s, _, b) = call(
+        &state,
+        Request::get(format!("/api/v1/streams/{sid}/analytics"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&b)["data"]["sessions"], 0);
+    assert_eq!(json(&b)["data"]["current_listeners"], 0);
+}
+
+#[tokio::test]
+async fn analytics_on_sqlite() {
+    analytics_scenario(false).await;
+}
+
+#[tokio::test]
+async fn analytics_on_postgres() {
+    analytics_scenario(true).await;
+}

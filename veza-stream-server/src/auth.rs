@@ -174,6 +174,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The client's address as [`authenticate`] saw it (after `TRUST_PROXY_HEADERS`); `None` when
+/// the router is driven without a socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or_default())
+    }
+}
+
 /// The claims of our tokens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -658,6 +675,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return ApiError::TooManyRequests { retry_after }.into_response();
     }
     req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(ClientAddr(ip));
     next.run(req).await
 }
 

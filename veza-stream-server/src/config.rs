@@ -87,6 +87,9 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     /// TLS private key, PEM (`TLS_KEY_FILE`).
     pub tls_key_file: Option<PathBuf>,
+    /// How often listener analytics are written to storage (`ANALYTICS_FLUSH_INTERVAL`,
+    /// default 10s).
+    pub analytics_flush_interval: Duration,
 }
 
 /// A rate limit: `requests` per `per`, with a burst of `requests`.
@@ -338,7 +341,20 @@ impl Config {
                 "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE",
             ));
         }
+        let analytics_flush_interval = match val("ANALYTICS_FLUSH_INTERVAL") {
+            None => Duration::from_secs(10),
+            Some(t) => humantime::parse_duration(&t)
+                .ok()
+                .filter(|d| (Duration::from_millis(50)..=Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| {
+                    bad(
+                        "ANALYTICS_FLUSH_INTERVAL",
+                        format!("{t:?} is not a duration from 50ms to 1h"),
+                    )
+                })?,
+        };
         Ok(Self {
+            analytics_flush_interval,
             jwt_public_key_file,
             jwt_private_key_file: file_setting("JWT_PRIVATE_KEY_FILE"),
             jwt_algorithm,

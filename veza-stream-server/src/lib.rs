@@ -15,6 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod analytics;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -56,7 +57,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let workers = config.job_workers;
     let (jobs, queue) = jobs::Jobs::new();
     let limits = auth.limits().clone();
-    let state = AppState::new(config, store, handle, cache, jobs, auth);
+    let hub = analytics::Hub::start(store.clone(), config.analytics_flush_interval);
+    let state = AppState::new(config, store, handle, cache, jobs, auth, hub);
     // Rate-limit buckets of clients gone quiet are dropped, so the maps stay bounded.
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

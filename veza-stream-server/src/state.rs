@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::analytics::Hub;
 use crate::auth::Auth;
 use crate::cache::TranscodeCache;
 use crate::config::Config;
@@ -23,6 +24,7 @@ struct Inner {
     cache: TranscodeCache,
     jobs: Jobs,
     auth: Auth,
+    analytics: Hub,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
         cache: TranscodeCache,
         jobs: Jobs,
         auth: Auth,
+        analytics: Hub,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -43,6 +46,7 @@ impl AppState {
                 cache,
                 jobs,
                 auth,
+                analytics,
             }),
         }
     }
@@ -70,6 +74,11 @@ impl AppState {
     /// Token keys and rate limiters.
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// Listener analytics.
+    pub fn analytics(&self) -> &Hub {
+        &self.inner.analytics
     }
 
     /// The Prometheus handle (renders `/metrics`).

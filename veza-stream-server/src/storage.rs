@@ -603,3 +603,174 @@ fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
         revoked_at: r.try_get("revoked_at")?,
     })
 }
+
+/// Listening figures of a file or stream over a time range, from stored sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SessionStats {
+    /// Sessions that started in the range (for files: plays).
+    pub sessions: u64,
+    /// Distinct listeners among them.
+    pub unique_listeners: u64,
+    /// Total listening time, seconds.
+    pub listening_time_seconds: f64,
+    /// Average session length, seconds.
+    pub average_session_seconds: f64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Most sessions open at once.
+    pub peak_listeners: u64,
+    /// Sessions by protocol.
+    pub by_protocol: std::collections::BTreeMap<String, u64>,
+    /// Per interval: start (Unix ms), sessions, listening seconds.
+    pub series: Vec<SeriesPoint>,
+    /// True when the range held more sessions than were read (figures are a lower bound).
+    pub truncated: bool,
+}
+
+/// One interval of [`SessionStats::series`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Interval start, Unix milliseconds.
+    pub start_ms: i64,
+    /// Sessions started in it.
+    pub sessions: u64,
+    /// Listening time of those sessions, seconds.
+    pub listening_time_seconds: f64,
+}
+
+/// Most sessions read for one figures request.
+const MAX_SESSIONS_READ: i64 = 500_000;
+
+impl Store {
+    /// Applies an analytics batch: records its id and upserts its sessions, in one transaction.
+    /// A batch already applied changes nothing.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn store_sessions(
+        &self,
+        node: &str,
+        batch: &veza_stream_core::analytics::Batch,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let q = self.sql(
+            "INSERT INTO analytics_batches (node, seq, stored_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (node, seq) DO NOTHING",
+        );
+        let fresh = sqlx::query(&q)
+            .bind(node)
+            .bind(i64::try_from(batch.id.seq).unwrap_or(i64::MAX))
+            .bind(crate::http::audio::now_ms())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if fresh {
+            let q = self.sql(
+                "INSERT INTO listen_sessions (id, target, listener_key, protocol, rendition, \
+                 client, started_ms, ended_ms, duration_ms, bytes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 ended_ms = COALESCE(excluded.ended_ms, listen_sessions.ended_ms), \
+                 duration_ms = CASE WHEN excluded.duration_ms > listen_sessions.duration_ms \
+                   THEN excluded.duration_ms ELSE listen_sessions.duration_ms END, \
+                 bytes = CASE WHEN excluded.bytes > listen_sessions.bytes \
+                   THEN excluded.bytes ELSE listen_sessions.bytes END, \
+                 rendition = excluded.rendition",
+            );
+            for s in &batch.sessions {
+                sqlx::query(&q)
+                    .bind(format!("{:032x}", s.id.0))
+                    .bind(&s.stream)
+                    .bind(format!("{:016x}", s.listener_key))
+                    .bind(s.protocol.as_str())
+                    .bind(&s.rendition)
+                    .bind(&s.client)
+                    .bind(s.started_ms)
+                    .bind(s.ended_ms)
+                    .bind(i64::try_from(s.duration.as_millis()).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(s.bytes).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Figures of `target` for sessions started in `[from_ms, to_ms)`, with a series by
+    /// `interval_ms`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn session_stats(
+        &self,
+        target: &str,
+        from_ms: i64,
+        to_ms: i64,
+        interval_ms: i64,
+    ) -> Result<SessionStats, sqlx::Error> {
+        let q = self.sql(
+            "SELECT listener_key, protocol, started_ms, ended_ms, duration_ms, bytes \
+             FROM listen_sessions WHERE target = $1 AND started_ms >= $2 AND started_ms < $3 \
+             ORDER BY started_ms LIMIT $4",
+        );
+        let rows = sqlx::query(&q)
+            .bind(target)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(MAX_SESSIONS_READ + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut st = SessionStats {
+            truncated: rows.len() as i64 > MAX_SESSIONS_READ,
+            ..SessionStats::default()
+        };
+        let mut keys = std::collections::HashSet::new();
+        let mut edges: Vec<(i64, i32)> = Vec::new();
+        let mut total_ms: i64 = 0;
+        let interval = interval_ms.max(60_000);
+        let mut series: std::collections::BTreeMap<i64, SeriesPoint> = Default::default();
+        for r in rows
+            .iter()
+            .take(usize::try_from(MAX_SESSIONS_READ).unwrap_or(usize::MAX))
+        {
+            let key: String = r.try_get("listener_key")?;
+            let protocol: String = r.try_get("protocol")?;
+            let started: i64 = r.try_get("started_ms")?;
+            let ended: Option<i64> = r.try_get("ended_ms")?;
+            let dur: i64 = r.try_get("duration_ms")?;
+            let bytes: i64 = r.try_get("bytes")?;
+            st.sessions += 1;
+            keys.insert(key);
+            *st.by_protocol.entry(protocol).or_default() += 1;
+            total_ms = total_ms.saturating_add(dur.max(0));
+            st.bytes = st.bytes.saturating_add(u64::try_from(bytes).unwrap_or(0));
+            edges.push((started, 1));
+            edges.push((
+                ended.unwrap_or(started.saturating_add(dur)).max(started),
+                -1,
+            ));
+            let slot = from_ms + (started - from_ms) / interval * interval;
+            let p = series.entry(slot).or_insert_with(|| SeriesPoint {
+                start_ms: slot,
+                ..SeriesPoint::default()
+            });
+            p.sessions += 1;
+            p.listening_time_seconds += dur.max(0) as f64 / 1000.0;
+        }
+        // Ends sort before starts at the same instant: back-to-back sessions do not overlap.
+        edges.sort_unstable();
+        let mut open: i64 = 0;
+        for (_, d) in edges {
+            open += i64::from(d);
+            st.peak_listeners = st.peak_listeners.max(u64::try_from(open).unwrap_or(0));
+        }
+        st.unique_listeners = keys.len() as u64;
+        st.listening_time_seconds = total_ms as f64 / 1000.0;
+        if st.sessions > 0 {
+            st.average_session_seconds = st.listening_time_seconds / st.sessions as f64;
+        }
+        st.series = series.into_values().collect();
+        Ok(st)
+    }
+}

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, ClientAddr, Role};
 use crate::error::{ApiError, ok};
 use crate::http::range::{self, RangeRequest};
 use crate::metrics as m;
@@ -335,18 +335,63 @@ pub fn output_content_type(f: veza_audio::OutputFormat) -> &'static str {
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,
+    addr: ClientAddr,
     UrlPath(file_id): UrlPath<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let r = find_visible(&state, &caller, &file_id).await?;
+    let resp = stream_file(&state, &r, q, &headers).await?;
+    // A response from the first byte is a play: a listening session lasting as long as the
+    // transfer (continuation ranges add no play).
+    let from_start = resp.status() == StatusCode::OK
+        || resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("bytes 0-"));
+    if !from_start {
+        return Ok(resp);
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let session = state.analytics().join(
+        format!("audio:{}", r.id),
+        crate::analytics::listener_key(caller.subject(), addr.0, agent),
+        veza_stream_core::analytics::Protocol::OnDemand,
+        None,
+        (!agent.is_empty()).then(|| agent.chars().take(100).collect()),
+    );
+    Ok(count_body(resp, session))
+}
+
+/// The response with its body counted into `session` (closed when the body is dropped).
+fn count_body(resp: Response, session: crate::analytics::Session) -> Response {
+    let (parts, body) = resp.into_parts();
+    let counted = body.into_data_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            session.add_bytes(c.len() as u64);
+        }
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(counted))
+}
+
+async fn stream_file(
+    state: &AppState,
+    r: &AudioRecord,
+    q: StreamQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let chunk = state.config().stream_chunk_size;
     let Some(fmt) = q.format.as_deref() else {
         if q.bitrate.is_some() {
             return Err(ApiError::Validation("`bitrate` needs a `format`".into()));
         }
         let ct = content_type(&r.container, &r.codec);
-        return serve_file(Path::new(&r.path), ct, &headers, chunk).await;
+        return serve_file(Path::new(&r.path), ct, headers, chunk).await;
     };
     let format: veza_audio::OutputFormat = fmt.parse().map_err(|_| {
         ApiError::Validation(format!(
@@ -374,7 +419,7 @@ async fn stream(
         .cache()
         .get_or_make(&key, move |tmp| transcode_to(&source, tmp, format, bitrate))
         .await?;
-    let mut resp = serve_file(&path, output_content_type(format), &headers, chunk).await?;
+    let mut resp = serve_file(&path, output_content_type(format), headers, chunk).await?;
     let tag = match lookup {
         crate::cache::Lookup::Hit => "HIT",
         crate::cache::Lookup::Miss => "MISS",

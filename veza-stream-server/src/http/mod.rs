@@ -11,6 +11,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 
+pub mod analytics;
 pub mod audio;
 pub mod hls;
 pub mod jobs;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(streams::routes())
         .merge(keys::routes())
+        .merge(analytics::routes())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

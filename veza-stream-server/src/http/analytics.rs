@@ -1,0 +1,132 @@
+//! Analytics of files and streams over time ranges (owner and admins only):
+//! `GET /api/v1/audio/{file_id}/analytics` and `GET /api/v1/streams/{stream_id}/analytics`, with
+//! `from` and `to` (RFC 3339 or Unix milliseconds; default the last 30 days) and `interval`
+//! (`hour` or `day`, default `day`) for the series.
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ok};
+use crate::http::audio::{find, now_ms};
+use crate::state::AppState;
+
+/// The analytics routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/audio/{file_id}/analytics", get(audio))
+        .route("/streams/{stream_id}/analytics", get(stream))
+}
+
+/// The query of both routes.
+#[derive(Debug, Deserialize)]
+pub struct Range {
+    /// Start (RFC 3339 or Unix ms); default 30 days before `to`.
+    pub from: Option<String>,
+    /// End, exclusive (RFC 3339 or Unix ms); default now.
+    pub to: Option<String>,
+    /// `hour` or `day` (default).
+    pub interval: Option<String>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(v)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            ApiError::Validation(format!(
+                "`{name}` must be RFC 3339 (2026-11-24T00:00:00Z) or Unix milliseconds"
+            ))
+        })
+}
+
+/// The range and interval of a query, validated (at most 400 days).
+fn range(q: &Range) -> Result<(i64, i64, i64, &'static str), ApiError> {
+    let to = q.to.as_deref().map_or(Ok(now_ms()), |v| instant("to", v))?;
+    let from = q
+        .from
+        .as_deref()
+        .map_or(Ok(to - 30 * DAY_MS), |v| instant("from", v))?;
+    if from >= to {
+        return Err(ApiError::Validation("`from` must be before `to`".into()));
+    }
+    if to - from > 400 * DAY_MS {
+        return Err(ApiError::Validation("the range is at most 400 days".into()));
+    }
+    let (interval, name) = match q.interval.as_deref().unwrap_or("day") {
+        "hour" => (3_600_000, "hour"),
+        "day" => (DAY_MS, "day"),
+        other => {
+            return Err(ApiError::Validation(format!(
+                "`interval` {other:?}: hour or day"
+            )));
+        }
+    };
+    Ok((from, to, interval, name))
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+async fn audio(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(file_id): UrlPath<String>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let r = find(&state, &file_id).await?;
+    caller.check_change(r.owner.as_deref(), r.is_private, "audio file")?;
+    let (from, to, interval, name) = range(&q)?;
+    let target = format!("audio:{}", r.id);
+    let st = state
+        .store()
+        .session_stats(&target, from, to, interval)
+        .await?;
+    let live = state.analytics().figures(&target).unwrap_or_default();
+    let mut doc = json!(st);
+    doc["file_id"] = json!(r.id);
+    doc["plays"] = json!(st.sessions);
+    doc["current_listeners"] = json!(live.current);
+    doc["from"] = json!(rfc3339(from));
+    doc["to"] = json!(rfc3339(to));
+    doc["interval"] = json!(name);
+    Ok(ok(doc).into_response())
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(stream_id): UrlPath<String>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let s = crate::http::streams::find(&state, &caller, &stream_id).await?;
+    caller.check_change(s.owner.as_deref(), s.is_private, "stream")?;
+    let (from, to, interval, name) = range(&q)?;
+    let target = format!("stream:{}", s.id);
+    let st = state
+        .store()
+        .session_stats(&target, from, to, interval)
+        .await?;
+    let live = state.analytics().figures(&target).unwrap_or_default();
+    let mut doc = json!(st);
+    doc["stream_id"] = json!(s.id);
+    doc["current_listeners"] = json!(live.current);
+    doc["peak_listeners_since_start"] = json!(live.peak);
+    doc["from"] = json!(rfc3339(from));
+    doc["to"] = json!(rfc3339(to));
+    doc["interval"] = json!(name);
+    Ok(ok(doc).into_response())
+}
