@@ -98,6 +98,7 @@ pub mod format;
 pub mod ladder;
 pub mod loudness;
 pub mod metadata;
+pub mod mp4;
 mod parallel;
 pub mod pcm;
 pub mod presets;

@@ -1,0 +1,290 @@
+//! fMP4 HLS output plays in a real client: real AAC-LC frames (veza-audio's FDK encoder, ADTS
+//! from the live path) are segmented as fMP4; the initialisation segment, the segments and the
+//! playlist are written to a temporary directory; ffprobe sees AAC-LC 44.1 kHz stereo, ffmpeg
+//! reads the whole playlist without an error and decodes the full duration; the LL-HLS parts,
+//! listed as segments of their own, play too (each is a self-contained fragment). FLAC frames
+//! (veza-audio's encoder) in fMP4 (`fLaC` + `dfLa`) decode to the exact input length.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use common::{encoded_frames, tool};
+use veza_audio::OutputFormat;
+use veza_stream_core::hls::{Fmp4Track, Input, Output, Segmenter, SegmenterConfig};
+
+/// Runs ffmpeg on `playlist` and returns the decoded samples (mono, 44.1 kHz), failing on any
+/// message ffmpeg prints at the error level.
+fn decoded_samples(playlist: &Path) -> u64 {
+    // As a player would: read everything, decode, discard.
+    let out = tool("ffmpeg")
+        .args(["-allowed_extensions", "ALL", "-i"])
+        .arg(playlist)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "ffmpeg -f null: {stderr}");
+    let out = tool("ffmpeg")
+        .args(["-allowed_extensions", "ALL", "-i"])
+        .arg(playlist)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "44100", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "ffmpeg reported errors: {stderr}");
+    out.stdout.len() as u64 / 2
+}
+
+fn probe(path: &Path, entry: &str) -> String {
+    let out = tool("ffprobe")
+        .args(["-allowed_extensions", "ALL", "-select_streams", "a:0"])
+        .args(["-show_entries", entry, "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn hls_fmp4_plays_in_ffmpeg() {
+    let frames = encoded_frames(OutputFormat::Aac, 20.0);
+    let samples: u64 = frames.iter().map(|f| u64::from(f.samples)).sum();
+    let track = Fmp4Track::aac_from_adts(&frames[0].data).unwrap();
+    assert_eq!(track.codecs(), "mp4a.40.2");
+    let t0 = Instant::now();
+    let mut cfg = SegmenterConfig::fmp4(track);
+    cfg.window = 100;
+    let mut seg = Segmenter::new(cfg, t0);
+    seg.handle_input(Input::WallClock {
+        now: t0,
+        unix_ms: 1_795_995_701_000,
+    });
+    let mut segments = Vec::new();
+    let mut parts = Vec::new();
+    let mut drain = |seg: &mut Segmenter| loop {
+        match seg.poll_output() {
+            Output::SegmentReady { msn } => segments.push(msn),
+            Output::PartReady { msn, part } => parts.push((msn, part)),
+            Output::Timeout(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    for f in &frames {
+        seg.handle_input(Input::Frame {
+            now: t0,
+            data: f.data.clone(),
+            samples: f.samples,
+            sample_rate: f.sample_rate,
+        });
+        drain(&mut seg);
+    }
+    seg.handle_input(Input::End { now: t0 });
+    drain(&mut seg);
+    assert!(segments.len() >= 5, "{segments:?}");
+
+    let dir = std::env::temp_dir().join(format!("veza-hls-fmp4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(seg.init_uri().unwrap()),
+        seg.init_segment().unwrap(),
+    )
+    .unwrap();
+    for msn in &segments {
+        std::fs::write(dir.join(seg.segment_uri(*msn)), seg.segment(*msn).unwrap()).unwrap();
+    }
+    let playlist = seg.media_playlist();
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"seginit.mp4\"\n"));
+    assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:41.000Z\n"));
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
+    std::fs::write(dir.join("index.m3u8"), &playlist).unwrap();
+
+    assert_eq!(probe(&dir.join("index.m3u8"), "stream=codec_name,profile,sample_rate,channels"), "aac,LC,44100,2");
+    let decoded = decoded_samples(&dir.join("index.m3u8"));
+    // Every access unit is decoded (no edit list: the encoder's priming stays in, as in the
+    // packed-audio output).
+    assert!(
+        decoded.abs_diff(samples) <= 1024,
+        "sent {samples} samples, ffmpeg decoded {decoded}"
+    );
+
+    // The parts as a playlist of their own: each is a fragment that plays after the map.
+    let mut pl = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"seginit.mp4\"\n");
+    let mut part_samples = 0u64;
+    for (i, (msn, part)) in parts.iter().enumerate() {
+        let data = seg.part(*msn, *part).unwrap();
+        let frags = common::mp4::fragments(&data);
+        let n: u64 = frags
+            .iter()
+            .flat_map(|f| f.durations.iter())
+            .map(|&d| u64::from(d))
+            .sum();
+        part_samples += n;
+        let name = format!("part{i}.m4s");
+        std::fs::write(dir.join(&name), &data).unwrap();
+        pl.push_str(&format!("#EXTINF:{:.5},\n{name}\n", n as f64 / 44_100.0));
+    }
+    pl.push_str("#EXT-X-ENDLIST\n");
+    assert_eq!(part_samples, samples);
+    std::fs::write(dir.join("parts.m3u8"), pl).unwrap();
+    let decoded = decoded_samples(&dir.join("parts.m3u8"));
+    assert!(
+        decoded.abs_diff(samples) <= 1024,
+        "parts: sent {samples} samples, ffmpeg decoded {decoded}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// CRC-8 (polynomial 0x07) of a FLAC frame header.
+fn crc8(bytes: &[u8]) -> u8 {
+    let mut crc = 0u8;
+    for &b in bytes {
+        crc ^= b;
+        for _ in 0..8 {
+            crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// The block size of the FLAC frame header at the start of `b` if it is a valid fixed-blocksize
+/// header (sync, reserved bits, CRC-8) numbered `number`.
+fn flac_header(b: &[u8], number: u64) -> Option<u32> {
+    if b.len() < 16 || b[0] != 0xFF || b[1] != 0xF8 || b[3] & 1 != 0 {
+        return None;
+    }
+    // UTF-8-like coded frame number.
+    let lead = b[4].leading_ones() as usize;
+    let n_bytes = match lead {
+        0 => 1,
+        2..=6 => lead,
+        _ => return None,
+    };
+    let mut value = u64::from(b[4] & (0x7F >> lead));
+    for &c in &b[5..4 + n_bytes] {
+        if c & 0xC0 != 0x80 {
+            return None;
+        }
+        value = (value << 6) | u64::from(c & 0x3F);
+    }
+    if value != number {
+        return None;
+    }
+    let mut at = 4 + n_bytes;
+    let block = match b[2] >> 4 {
+        1 => 192,
+        n @ 2..=5 => 576 << (n - 2),
+        6 => {
+            at += 1;
+            u32::from(b[at - 1]) + 1
+        }
+        7 => {
+            at += 2;
+            u32::from(u16::from_be_bytes([b[at - 2], b[at - 1]])) + 1
+        }
+        n @ 8..=15 => 256 << (n - 8),
+        _ => return None,
+    };
+    match b[2] & 0x0F {
+        12 => at += 1,
+        13 | 14 => at += 2,
+        15 => return None,
+        _ => {}
+    }
+    (crc8(&b[..at]) == b[at]).then_some(block)
+}
+
+/// A FLAC stream cut into its header (`fLaC` and the metadata blocks) and its frames with
+/// their sample counts.
+fn flac_frames(stream: &[u8]) -> (Vec<u8>, Vec<(Bytes, u32)>) {
+    assert_eq!(&stream[..4], b"fLaC");
+    let mut pos = 4;
+    loop {
+        let len = (usize::from(stream[pos + 1]) << 16)
+            | (usize::from(stream[pos + 2]) << 8)
+            | usize::from(stream[pos + 3]);
+        let last = stream[pos] & 0x80 != 0;
+        pos += 4 + len;
+        if last {
+            break;
+        }
+    }
+    let header = stream[..pos].to_vec();
+    let mut frames = Vec::new();
+    let mut number = 0;
+    while pos < stream.len() {
+        let block = flac_header(&stream[pos..], number).expect("a frame header");
+        let end = (pos + 2..stream.len())
+            .find(|&p| flac_header(&stream[p..], number + 1).is_some())
+            .unwrap_or(stream.len());
+        frames.push((Bytes::copy_from_slice(&stream[pos..end]), block));
+        pos = end;
+        number += 1;
+    }
+    (header, frames)
+}
+
+#[test]
+fn hls_fmp4_flac_plays_in_ffmpeg() {
+    use veza_audio::{AudioSpec, EncoderConfig, PcmBuffer};
+    let spec = AudioSpec::new(44_100, 2).unwrap();
+    let n = 441_000usize; // 10 s
+    let samples: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let v = (i as f32 * 440.0 * std::f32::consts::TAU / 44_100.0).sin() * 0.3;
+            [v, -v]
+        })
+        .collect();
+    let mut enc = veza_audio::new_encoder(&EncoderConfig::new(OutputFormat::Flac, spec)).unwrap();
+    let mut out = bytes::BytesMut::new();
+    enc.encode(&PcmBuffer::from_interleaved(spec, &samples), &mut out)
+        .unwrap();
+    enc.finish(&mut out).unwrap();
+    let (header, frames) = flac_frames(&out);
+    assert_eq!(
+        frames.iter().map(|f| u64::from(f.1)).sum::<u64>(),
+        n as u64,
+        "the frames cover the input"
+    );
+    let track = Fmp4Track::flac(&header).unwrap();
+    assert_eq!((track.sample_rate, track.channels, track.codecs()), (44_100, 2, "fLaC".into()));
+    let t0 = Instant::now();
+    let mut cfg = SegmenterConfig::fmp4(track);
+    cfg.window = 100;
+    cfg.uri_prefix = "flac".into();
+    let mut seg = Segmenter::new(cfg, t0);
+    for (data, block) in &frames {
+        seg.handle_input(Input::Frame {
+            now: t0,
+            data: data.clone(),
+            samples: *block,
+            sample_rate: 44_100,
+        });
+        while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+    }
+    seg.handle_input(Input::End { now: t0 });
+    while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+    let dir = std::env::temp_dir().join(format!("veza-hls-fmp4-flac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(seg.init_uri().unwrap()), seg.init_segment().unwrap()).unwrap();
+    for msn in 0..seg.next_msn() {
+        std::fs::write(dir.join(seg.segment_uri(msn)), seg.segment(msn).unwrap()).unwrap();
+    }
+    std::fs::write(dir.join("index.m3u8"), seg.media_playlist()).unwrap();
+    assert_eq!(
+        probe(&dir.join("index.m3u8"), "stream=codec_name,sample_rate,channels"),
+        "flac,44100,2"
+    );
+    // Lossless and without priming: exactly the input's length.
+    assert_eq!(decoded_samples(&dir.join("index.m3u8")), n as u64);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
