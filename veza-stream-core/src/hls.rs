@@ -827,7 +827,7 @@ impl Segmenter {
             control.push(format!("PART-HOLD-BACK={:.3}", part_target * 3.0));
         }
         if let Some(boundary) = self.skip_boundary() {
-            control.push(format!("CAN-SKIP-UNTIL={boundary:.1}"));
+            control.push(format!("CAN-SKIP-UNTIL={:.1}", boundary as f64));
         }
         if !control.is_empty() {
             let _ = writeln!(m, "#EXT-X-SERVER-CONTROL:{}", control.join(","));

@@ -52,7 +52,9 @@ fn probe(path: &Path, entry: &str) -> String {
         "ffprobe failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    // The HLS demuxer lists the stream under its program too: the first line is enough.
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 #[test]
