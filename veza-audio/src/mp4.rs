@@ -169,7 +169,14 @@ pub fn write_audio_sample_entry(
         put_u16(b, channels);
         put_u16(b, sample_size);
         put_u32(b, 0);
-        put_u32(b, if sample_rate <= 0xFFFF { sample_rate << 16 } else { 0 });
+        put_u32(
+            b,
+            if sample_rate <= 0xFFFF {
+                sample_rate << 16
+            } else {
+                0
+            },
+        );
         match entry {
             AudioSampleEntry::Mp4a {
                 audio_specific_config,
@@ -204,7 +211,8 @@ fn write_flac_blocks(b: &mut Vec<u8>, blocks: &[u8]) {
     }
     let mut pos = 0;
     while let Some(header) = blocks.get(pos..pos + 4) {
-        let len = (usize::from(header[1]) << 16) | (usize::from(header[2]) << 8) | usize::from(header[3]);
+        let len =
+            (usize::from(header[1]) << 16) | (usize::from(header[2]) << 8) | usize::from(header[3]);
         let Some(body) = blocks.get(pos + 4..pos + 4 + len) else {
             break;
         };
@@ -315,7 +323,9 @@ pub fn write_init_segment(b: &mut Vec<u8>, track: &AudioTrack<'_>) {
                 });
             });
         });
-        write_box(b, b"mvex", |b| write_trex(b, track.track_id, track.default_sample_duration));
+        write_box(b, b"mvex", |b| {
+            write_trex(b, track.track_id, track.default_sample_duration)
+        });
     });
 }
 

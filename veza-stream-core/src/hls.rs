@@ -1282,14 +1282,14 @@ mod tests {
         feed(&mut s, t0, 15 * 44);
         drain(&mut s);
         let full = s.media_playlist();
-        assert!(
-            full.contains("CAN-SKIP-UNTIL=6.0"),
-            "advertised: {full}"
-        );
+        assert!(full.contains("CAN-SKIP-UNTIL=6.0"), "advertised: {full}");
         assert!(!full.contains("EXT-X-SKIP"));
         let delta = s.playlist(true);
         // Segments 0..=8 end more than 6 s before the end (15 - 9 = 6 segments remain past).
-        assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=9\n"), "{delta}");
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=9\n"),
+            "{delta}"
+        );
         assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
         assert!(!delta.contains("seg8.aac\n") && delta.contains("seg9.aac\n"));
         // Off: no advertisement, no skipping.
@@ -1327,7 +1327,9 @@ mod tests {
         // 4.017 s after the anchor.
         assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{pl}");
         assert!(
-            pl.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:45.017Z\n#EXTINF:4.01705,\nseg1.aac"),
+            pl.contains(
+                "#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:45.017Z\n#EXTINF:4.01705,\nseg1.aac"
+            ),
             "{pl}"
         );
         assert!(
@@ -1355,7 +1357,10 @@ mod tests {
         assert!(out.contains(&Output::SegmentReady { msn: 0 }));
         let pl = s.media_playlist();
         assert!(pl.contains("#EXT-X-MAP:URI=\"seginit.mp4\"\n"), "{pl}");
-        assert!(pl.contains("seg0.m4s\n") && pl.contains("URI=\"seg1.0.m4s\""), "{pl}");
+        assert!(
+            pl.contains("seg0.m4s\n") && pl.contains("URI=\"seg1.0.m4s\""),
+            "{pl}"
+        );
         let seg = s.segment(0).unwrap();
         assert_eq!(&seg[4..8], b"moof");
         // 173 frames of 293 payload bytes (ADTS headers stripped) in 4 fragments.

@@ -134,7 +134,10 @@ fn hls_delta_update_merges_into_the_full_playlist() {
             }
         }
     }
-    assert!(deltas_with_skip > 50, "{deltas_with_skip} delta updates skipped segments");
+    assert!(
+        deltas_with_skip > 50,
+        "{deltas_with_skip} delta updates skipped segments"
+    );
     // A plain request without skip is the full playlist; the first segment carries the PDT.
     let full = seg.media_playlist();
     assert!(!full.contains("EXT-X-SKIP"));

@@ -27,7 +27,10 @@ fn decoded_samples(playlist: &Path) -> u64 {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "ffmpeg -f null: {stderr}");
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "ffmpeg -f null: {stderr}"
+    );
     let out = tool("ffmpeg")
         .args(["-allowed_extensions", "ALL", "-i"])
         .arg(playlist)
@@ -110,7 +113,13 @@ fn hls_fmp4_plays_in_ffmpeg() {
     assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
     std::fs::write(dir.join("index.m3u8"), &playlist).unwrap();
 
-    assert_eq!(probe(&dir.join("index.m3u8"), "stream=codec_name,profile,sample_rate,channels"), "aac,LC,44100,2");
+    assert_eq!(
+        probe(
+            &dir.join("index.m3u8"),
+            "stream=codec_name,profile,sample_rate,channels"
+        ),
+        "aac,LC,44100,2"
+    );
     let decoded = decoded_samples(&dir.join("index.m3u8"));
     // Every access unit is decoded (no edit list: the encoder's priming stays in, as in the
     // packed-audio output).
@@ -120,7 +129,9 @@ fn hls_fmp4_plays_in_ffmpeg() {
     );
 
     // The parts as a playlist of their own: each is a fragment that plays after the map.
-    let mut pl = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"seginit.mp4\"\n");
+    let mut pl = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"seginit.mp4\"\n",
+    );
     let mut part_samples = 0u64;
     for (i, (msn, part)) in parts.iter().enumerate() {
         let data = seg.part(*msn, *part).unwrap();
@@ -152,7 +163,11 @@ fn crc8(bytes: &[u8]) -> u8 {
     for &b in bytes {
         crc ^= b;
         for _ in 0..8 {
-            crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x07 } else { crc << 1 };
+            crc = if crc & 0x80 != 0 {
+                (crc << 1) ^ 0x07
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -258,7 +273,10 @@ fn hls_fmp4_flac_plays_in_ffmpeg() {
         "the frames cover the input"
     );
     let track = Fmp4Track::flac(&header).unwrap();
-    assert_eq!((track.sample_rate, track.channels, track.codecs()), (44_100, 2, "fLaC".into()));
+    assert_eq!(
+        (track.sample_rate, track.channels, track.codecs()),
+        (44_100, 2, "fLaC".into())
+    );
     let t0 = Instant::now();
     let mut cfg = SegmenterConfig::fmp4(track);
     cfg.window = 100;
@@ -277,16 +295,132 @@ fn hls_fmp4_flac_plays_in_ffmpeg() {
     while !matches!(seg.poll_output(), Output::Timeout(_)) {}
     let dir = std::env::temp_dir().join(format!("veza-hls-fmp4-flac-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(seg.init_uri().unwrap()), seg.init_segment().unwrap()).unwrap();
+    std::fs::write(
+        dir.join(seg.init_uri().unwrap()),
+        seg.init_segment().unwrap(),
+    )
+    .unwrap();
     for msn in 0..seg.next_msn() {
         std::fs::write(dir.join(seg.segment_uri(msn)), seg.segment(msn).unwrap()).unwrap();
     }
     std::fs::write(dir.join("index.m3u8"), seg.media_playlist()).unwrap();
     assert_eq!(
-        probe(&dir.join("index.m3u8"), "stream=codec_name,sample_rate,channels"),
+        probe(
+            &dir.join("index.m3u8"),
+            "stream=codec_name,sample_rate,channels"
+        ),
         "flac,44100,2"
     );
     // Lossless and without priming: exactly the input's length.
     assert_eq!(decoded_samples(&dir.join("index.m3u8")), n as u64);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The packets of an Ogg stream (one logical stream), in order.
+fn ogg_packets(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    let mut current = Vec::new();
+    while b.len() >= 27 {
+        assert_eq!(&b[..4], b"OggS");
+        let n = usize::from(b[26]);
+        let table = &b[27..27 + n];
+        let mut body = &b[27 + n..];
+        let page_len = 27 + n + table.iter().map(|&l| usize::from(l)).sum::<usize>();
+        for &lace in table {
+            current.extend_from_slice(&body[..usize::from(lace)]);
+            body = &body[usize::from(lace)..];
+            if lace < 255 {
+                packets.push(std::mem::take(&mut current));
+            }
+        }
+        b = &b[page_len..];
+    }
+    packets
+}
+
+/// Samples (at 48 kHz) in an Opus packet, from its TOC byte (RFC 6716 section 3.1).
+fn opus_samples(packet: &[u8]) -> u32 {
+    let config = packet[0] >> 3;
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match packet[0] & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(packet[1] & 0x3F),
+    };
+    frame * frames
+}
+
+#[test]
+fn hls_fmp4_opus_plays_in_ffmpeg() {
+    let dir = std::env::temp_dir().join(format!("veza-hls-fmp4-opus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 8 s of a tone encoded by ffmpeg's libopus (veza-audio has no Opus encoder).
+    let ogg = dir.join("tone.opus");
+    let out = tool("ffmpeg")
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=8",
+        ])
+        .args(["-ac", "2", "-c:a", "libopus", "-b:a", "96k", "-y"])
+        .arg(&ogg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packets = ogg_packets(&std::fs::read(&ogg).unwrap());
+    let track = Fmp4Track::opus_from_head(&packets[0]).unwrap();
+    assert_eq!((track.channels, track.codecs()), (2, "Opus".into()));
+    assert_eq!(&packets[1][..8], b"OpusTags");
+    let t0 = Instant::now();
+    let mut cfg = SegmenterConfig::fmp4(track);
+    cfg.window = 100;
+    let mut seg = Segmenter::new(cfg, t0);
+    let mut sent = 0u64;
+    for p in &packets[2..] {
+        let n = opus_samples(p);
+        sent += u64::from(n);
+        seg.handle_input(Input::Frame {
+            now: t0,
+            data: Bytes::copy_from_slice(p),
+            samples: n,
+            sample_rate: 48_000,
+        });
+        while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+    }
+    seg.handle_input(Input::End { now: t0 });
+    while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+    std::fs::write(
+        dir.join(seg.init_uri().unwrap()),
+        seg.init_segment().unwrap(),
+    )
+    .unwrap();
+    for msn in 0..seg.next_msn() {
+        std::fs::write(dir.join(seg.segment_uri(msn)), seg.segment(msn).unwrap()).unwrap();
+    }
+    std::fs::write(dir.join("index.m3u8"), seg.media_playlist()).unwrap();
+    assert_eq!(
+        probe(
+            &dir.join("index.m3u8"),
+            "stream=codec_name,sample_rate,channels"
+        ),
+        "opus,48000,2"
+    );
+    // Decoded at 44.1 kHz by `decoded_samples`: 8 s of tone plus at most the last packet's
+    // padding, less the pre-skip when ffmpeg applies it.
+    let decoded = decoded_samples(&dir.join("index.m3u8"));
+    let sent_44k = sent * 44_100 / 48_000;
+    assert!(
+        decoded.abs_diff(sent_44k) <= 1_000 && decoded.abs_diff(8 * 44_100) <= 1_000,
+        "sent {sent} samples at 48 kHz, ffmpeg decoded {decoded} at 44.1 kHz"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

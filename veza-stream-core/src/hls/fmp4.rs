@@ -40,6 +40,8 @@ pub enum Fmp4Codec {
         pre_skip: u16,
         /// The encoder's input sample rate, for information.
         input_sample_rate: u32,
+        /// Output gain to apply, Q7.8 dB (0 normally).
+        output_gain: i16,
     },
 }
 
@@ -111,15 +113,16 @@ impl Fmp4Track {
         } else {
             // A metadata block header: type 0 (STREAMINFO), length 34.
             match h.get(..4) {
-                Some([t, 0, 0, 34]) if t & 0x7F == 0 => {
-                    h.get(4..38).ok_or(HlsError::BadTrack("truncated STREAMINFO"))?
-                }
+                Some([t, 0, 0, 34]) if t & 0x7F == 0 => h
+                    .get(4..38)
+                    .ok_or(HlsError::BadTrack("truncated STREAMINFO"))?,
                 _ => return Err(HlsError::BadTrack("STREAMINFO must come first")),
             }
         };
         let mut streaminfo = [0u8; 34];
         streaminfo.copy_from_slice(body);
-        let rate = (u32::from(body[10]) << 12) | (u32::from(body[11]) << 4) | (u32::from(body[12]) >> 4);
+        let rate =
+            (u32::from(body[10]) << 12) | (u32::from(body[11]) << 4) | (u32::from(body[12]) >> 4);
         let channels = u16::from((body[12] >> 1) & 0x07) + 1;
         let bits = (u16::from(body[12] & 1) << 4 | u16::from(body[13] >> 4)) + 1;
         if rate == 0 {
@@ -148,11 +151,38 @@ impl Fmp4Track {
             codec: Fmp4Codec::Opus {
                 pre_skip,
                 input_sample_rate,
+                output_gain: 0,
             },
             sample_rate: 48_000,
             channels,
             avg_bitrate: 0,
         })
+    }
+
+    /// An Opus track from an Ogg Opus identification header (`OpusHead`: channels, pre-skip,
+    /// input rate, output gain). Frames are then the Opus packets of the stream.
+    ///
+    /// # Errors
+    /// [`HlsError::BadTrack`] when `head` is not an `OpusHead` of channel mapping family 0.
+    pub fn opus_from_head(head: &[u8]) -> Result<Self, HlsError> {
+        let h = head
+            .strip_prefix(b"OpusHead")
+            .filter(|h| h.len() >= 11)
+            .ok_or(HlsError::BadTrack("not an OpusHead"))?;
+        if h[10] != 0 {
+            return Err(HlsError::BadTrack(
+                "only Opus channel mapping family 0 is supported",
+            ));
+        }
+        let mut t = Self::opus(
+            u16::from(h[1]),
+            u16::from_le_bytes([h[2], h[3]]),
+            u32::from_le_bytes([h[4], h[5], h[6], h[7]]),
+        )?;
+        if let Fmp4Codec::Opus { output_gain, .. } = &mut t.codec {
+            *output_gain = i16::from_le_bytes([h[8], h[9]]);
+        }
+        Ok(t)
     }
 
     /// This track with `avg_bitrate` (bit/s) written in the `esds`.
@@ -203,10 +233,11 @@ impl Fmp4Track {
             Fmp4Codec::Opus {
                 pre_skip,
                 input_sample_rate,
+                output_gain,
             } => AudioSampleEntry::Opus {
                 pre_skip: *pre_skip,
                 input_sample_rate: *input_sample_rate,
-                output_gain: 0,
+                output_gain: *output_gain,
             },
         };
         let default_sample_duration = match &self.codec {
@@ -250,7 +281,9 @@ impl Fmp4Track {
                     ));
                 }
                 if h.sample_rate != self.sample_rate {
-                    return Err(HlsError::BadFrame("ADTS sample rate differs from the track"));
+                    return Err(HlsError::BadFrame(
+                        "ADTS sample rate differs from the track",
+                    ));
                 }
                 frame
                     .get(h.header_len..)
@@ -265,13 +298,17 @@ impl Fmp4Track {
 /// (sample rate, channels) of an AudioSpecificConfig.
 fn parse_asc(asc: &[u8]) -> Result<(u32, u16), HlsError> {
     let [a, b, ..] = asc else {
-        return Err(HlsError::BadTrack("AudioSpecificConfig shorter than 2 bytes"));
+        return Err(HlsError::BadTrack(
+            "AudioSpecificConfig shorter than 2 bytes",
+        ));
     };
     let sr_index = ((a & 0x07) << 1) | (b >> 7);
     let channels = u16::from((b >> 3) & 0x0F);
     let rate = *ADTS_RATES
         .get(usize::from(sr_index))
-        .ok_or(HlsError::BadTrack("explicit or reserved sampling frequency"))?;
+        .ok_or(HlsError::BadTrack(
+            "explicit or reserved sampling frequency",
+        ))?;
     Ok((rate, channels.max(1)))
 }
 
@@ -371,7 +408,10 @@ mod tests {
         assert_eq!(t.codecs(), "mp4a.40.2");
         assert_eq!(t.sample(&f).map(<[u8]>::len), Ok(93));
         assert!(t.sample(&f[..50]).is_err(), "length must match");
-        assert_eq!(Fmp4Track::aac(&[0x12, 0x10]).map(|t| t.sample_rate), Ok(44_100));
+        assert_eq!(
+            Fmp4Track::aac(&[0x12, 0x10]).map(|t| t.sample_rate),
+            Ok(44_100)
+        );
         assert!(Fmp4Track::aac(&[0x12]).is_err());
     }
 
@@ -411,5 +451,13 @@ mod tests {
         let init = t.init_segment();
         assert!(init.windows(4).any(|w| w == b"dOps"));
         assert!(Fmp4Track::opus(3, 0, 48_000).is_err());
+        let mut head = b"OpusHead\x01\x02".to_vec();
+        head.extend_from_slice(&312u16.to_le_bytes());
+        head.extend_from_slice(&44_100u32.to_le_bytes());
+        head.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(Fmp4Track::opus_from_head(&head), Ok(t));
+        head[18] = 1;
+        assert!(Fmp4Track::opus_from_head(&head).is_err());
+        assert!(Fmp4Track::opus_from_head(b"OpusHead").is_err());
     }
 }

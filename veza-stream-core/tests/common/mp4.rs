@@ -20,7 +20,11 @@ pub fn boxes(mut b: &[u8]) -> Vec<Mp4Box<'_>> {
     while !b.is_empty() {
         assert!(b.len() >= 8, "a box header is cut");
         let size = be32(b, 0) as usize;
-        assert!(size >= 8 && size <= b.len(), "box size {size} of {}", b.len());
+        assert!(
+            size >= 8 && size <= b.len(),
+            "box size {size} of {}",
+            b.len()
+        );
         v.push(Mp4Box {
             kind: b[4..8].try_into().unwrap(),
             body: &b[8..size],
@@ -69,7 +73,11 @@ pub fn fragments(seg: &[u8]) -> Vec<Fragment> {
         assert!(tf_flags & 0x02_0000 != 0, "default-base-is-moof");
         let track_id = be32(tfhd, 4);
         let mut at = 8;
-        assert_eq!(tf_flags & 0x03, 0, "no base data offset or description index");
+        assert_eq!(
+            tf_flags & 0x03,
+            0,
+            "no base data offset or description index"
+        );
         let mut default_duration = None;
         if tf_flags & 0x08 != 0 {
             default_duration = Some(be32(tfhd, at));
