@@ -48,7 +48,8 @@
 //! The `mp4` crate (0.14) writes only non-fragmented files through a `Write + Seek` writer
 //! (it seeks back to patch `mdat` and writes `moov` at the end), and its `ilst` writer knows
 //! only title, year, cover and description. Fragmented audio-only output with our `esds` and
-//! iTunes tags is a few fixed boxes, so a small box writer is simpler than a patched crate.
+//! iTunes tags is a few fixed boxes, so a small box writer is simpler than a patched crate. The
+//! box writer is [`crate::mp4`], shared with `veza-stream-core`'s fMP4 HLS segments.
 
 use bytes::BytesMut;
 

@@ -58,7 +58,7 @@ pub struct Fragment {
 /// `trun` data offset pointing at the start of its `mdat` payload.
 pub fn fragments(seg: &[u8]) -> Vec<Fragment> {
     let list = boxes(seg);
-    assert!(list.len() % 2 == 0, "moof/mdat pairs");
+    assert!(list.len().is_multiple_of(2), "moof/mdat pairs");
     let mut out = Vec::new();
     let mut pos = 0usize;
     for pair in list.chunks(2) {
