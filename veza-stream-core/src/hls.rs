@@ -31,6 +31,39 @@
 //! carries the wall-clock time of its first sample. `#EXT-X-PROGRAM-DATE-TIME` is written on the
 //! first segment of the playlist (the first after `EXT-X-SKIP` in a delta update) and after each
 //! discontinuity ([`Input::Discontinuity`], which may carry a new anchor).
+//!
+//! # Example
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use veza_stream_core::frame::adts_header;
+//! use veza_stream_core::hls::{Fmp4Track, Input, Output, Segmenter, SegmenterConfig};
+//!
+//! // ADTS AAC-LC frames of 300 bytes, 44.1 kHz stereo (as the live ring carries them).
+//! let mut frame = vec![0x21u8; 300];
+//! frame[..7].copy_from_slice(&adts_header(300, 44_100, 2).expect("a valid header"));
+//! let frame = Bytes::from(frame);
+//!
+//! let t0 = Instant::now();
+//! let track = Fmp4Track::aac_from_adts(&frame)?;
+//! assert_eq!(track.codecs(), "mp4a.40.2"); // for the master playlist
+//! let mut seg = Segmenter::new(SegmenterConfig::fmp4(track), t0);
+//! seg.handle_input(Input::WallClock { now: t0, unix_ms: 1_700_000_000_000 });
+//! for _ in 0..200 {
+//!     let data = frame.clone();
+//!     seg.handle_input(Input::Frame { now: t0, data, samples: 1024, sample_rate: 44_100 });
+//! }
+//! while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+//!
+//! let init = seg.init_segment().expect("fMP4 has an init segment");
+//! assert_eq!(&init[4..8], b"ftyp");
+//! assert_eq!(&seg.segment(0).expect("segment 0 is complete")[4..8], b"moof");
+//! let playlist = seg.media_playlist();
+//! assert!(playlist.contains("#EXT-X-MAP:URI=\"seginit.mp4\""));
+//! assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"));
+//! assert!(playlist.contains("CAN-SKIP-UNTIL=24.0"));
+//! # Ok::<(), veza_stream_core::hls::HlsError>(())
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -1357,6 +1390,16 @@ mod tests {
         assert!(out.contains(&Output::SegmentReady { msn: 0 }));
         let pl = s.media_playlist();
         assert!(pl.contains("#EXT-X-MAP:URI=\"seginit.mp4\"\n"), "{pl}");
+        assert_eq!(s.config().format.codecs(), "mp4a.40.2");
+        assert_eq!(s.config().format.content_type(), "audio/mp4");
+        let master = master_playlist(&[Rendition {
+            uri: "aac/index.m3u8".into(),
+            bandwidth: 140_000,
+            average_bandwidth: None,
+            codecs: s.config().format.codecs(),
+            name: None,
+        }]);
+        assert!(master.contains("CODECS=\"mp4a.40.2\""), "{master}");
         assert!(
             pl.contains("seg0.m4s\n") && pl.contains("URI=\"seg1.0.m4s\""),
             "{pl}"
