@@ -460,4 +460,28 @@ mod tests {
         assert!(Fmp4Track::opus_from_head(&head).is_err());
         assert!(Fmp4Track::opus_from_head(b"OpusHead").is_err());
     }
+
+    proptest::proptest! {
+        /// Any bytes as a track header or an ADTS frame give a value or a typed error.
+        #[test]
+        fn arbitrary_headers_and_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = Fmp4Track::flac(&bytes);
+            let _ = Fmp4Track::aac(&bytes);
+            let mut head = b"OpusHead".to_vec();
+            head.extend_from_slice(&bytes);
+            let _ = Fmp4Track::opus_from_head(&head);
+            if let Ok(t) = Fmp4Track::aac_from_adts(&bytes) {
+                let _ = t.sample(&bytes);
+                proptest::prop_assert!(!t.init_segment().is_empty());
+            }
+            let t = Fmp4Track::aac_from_adts(&{
+                let mut f = crate::frame::adts_header(100, 48_000, 2).unwrap_or_default().to_vec();
+                f.resize(100, 0);
+                f
+            });
+            if let Ok(t) = t {
+                let _ = t.sample(&bytes);
+            }
+        }
+    }
 }
