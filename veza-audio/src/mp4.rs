@@ -8,6 +8,7 @@
 //!   ISO BMFF).
 //! - [`write_init_segment`] writes a CMAF-style header (`ftyp` + `moov` with `mvex`/`trex`, no
 //!   samples), as an HLS `EXT-X-MAP` or a DASH initialisation segment needs.
+//! - [`write_emsg`] writes an event message (`emsg`), as timed ID3 metadata in CMAF uses.
 //! - [`write_fragment_header`] writes a `moof` (`mfhd`, `traf` with `tfhd`, `tfdt`, `trun`) and
 //!   the `mdat` header; the samples' bytes follow it.
 //!
@@ -338,6 +339,46 @@ pub fn write_trex(b: &mut Vec<u8>, track_id: u32, default_sample_duration: u32) 
         put_u32(b, default_sample_duration);
         put_u32(b, 0); // sample size
         put_u32(b, 0x0200_0000); // flags: depends on no other sample (all are sync)
+    });
+}
+
+/// The `scheme_id_uri` of ID3 timed metadata in `emsg` boxes ("Carriage of ID3 Timed Metadata
+/// in the Common Media Application Format").
+pub const ID3_EMSG_SCHEME: &str = "https://aomedia.org/emsg/ID3";
+
+/// An event message (`emsg`, version 1, ISO/IEC 23009-1): an event at an absolute presentation
+/// time, placed before the `moof` of the fragment it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMessage<'a> {
+    /// Ticks per second of `presentation_time` and `event_duration`.
+    pub timescale: u32,
+    /// When the event happens, on the track's media timeline.
+    pub presentation_time: u64,
+    /// How long it lasts (`0xFFFF_FFFF`: unknown).
+    pub event_duration: u32,
+    /// An id, unique per scheme and value among the events of the stream.
+    pub id: u32,
+    /// The scheme (for example [`ID3_EMSG_SCHEME`]); NUL bytes end it early.
+    pub scheme_id_uri: &'a str,
+    /// The scheme's value; NUL bytes end it early.
+    pub value: &'a str,
+    /// The payload (for ID3: a complete ID3v2 tag).
+    pub message_data: &'a [u8],
+}
+
+/// Appends an `emsg` box (version 1).
+pub fn write_emsg(b: &mut Vec<u8>, event: &EventMessage<'_>) {
+    write_full_box(b, b"emsg", 1, 0, |b| {
+        put_u32(b, event.timescale);
+        put_u64(b, event.presentation_time);
+        put_u32(b, event.event_duration);
+        put_u32(b, event.id);
+        for text in [event.scheme_id_uri, event.value] {
+            let end = text.find('\0').unwrap_or(text.len());
+            b.extend_from_slice(&text.as_bytes()[..end]);
+            b.push(0);
+        }
+        b.extend_from_slice(event.message_data);
     });
 }
 

@@ -8,8 +8,9 @@
 //!   in that tag (TIT2/TPE1);
 //! - fMP4 ([`fmp4`]): an initialisation segment (`ftyp` + `moov`, served at `EXT-X-MAP`) and
 //!   segments made of `moof` + `mdat` fragments, one per part (LL-HLS) or per segment, for AAC
-//!   (`mp4a`/`esds`), FLAC (`fLaC`/`dfLa`) and Opus (`Opus`/`dOps`). Timed metadata is not
-//!   carried in fMP4 yet (it would go in `emsg` boxes with ID3); metadata inputs are ignored.
+//!   (`mp4a`/`esds`), FLAC (`fLaC`/`dfLa`) and Opus (`Opus`/`dOps`); now-playing metadata goes
+//!   in an `emsg` box (ID3 in CMAF, scheme `https://aomedia.org/emsg/ID3`) before the next
+//!   fragment.
 //!
 //! # Driving
 //! Feed frames with [`Input::Frame`] (whole frames only: take them from the live ring or a
@@ -79,6 +80,7 @@ pub mod fmp4;
 pub use fmp4::{Fmp4Codec, Fmp4Track};
 
 use fmp4::FragmentBuilder;
+use veza_audio::mp4;
 
 /// The codec of a packed-audio stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,7 +254,7 @@ pub enum Input {
         sample_rate: u32,
     },
     /// Now-playing metadata: carried as ID3 text frames at the start of the next packed-audio
-    /// segment (not carried in fMP4 yet).
+    /// segment; in fMP4, as an ID3 `emsg` event at this media time before the next fragment.
     Metadata {
         /// When.
         now: Instant,
@@ -399,6 +401,10 @@ pub struct Segmenter {
     discontinuity_next: bool,
     /// Segments with a discontinuity that left `done`.
     discontinuities_dropped: u64,
+    /// fMP4: media time (samples) at which `metadata` arrived.
+    metadata_at: u64,
+    /// fMP4: the id of the last `emsg` written.
+    events: u32,
 }
 
 impl Segmenter {
@@ -424,6 +430,8 @@ impl Segmenter {
             anchor: None,
             discontinuity_next: false,
             discontinuities_dropped: 0,
+            metadata_at: 0,
+            events: 0,
         }
     }
 
@@ -489,9 +497,10 @@ impl Segmenter {
                 now: _,
                 now_playing,
             } => {
-                if matches!(self.config.format, SegmentFormat::Packed(_)) {
-                    self.metadata = Some(now_playing);
-                }
+                // Packed audio: in the ID3 tag of the next segment. fMP4: an `emsg` at this
+                // media time, before the fragment that holds it.
+                self.metadata_at = self.media.samples;
+                self.metadata = Some(now_playing);
             }
             Input::PlaylistRequest {
                 now,
@@ -639,7 +648,25 @@ impl Segmenter {
         let data = if fmp4 {
             // mfhd sequence numbers start at 1 and increase by one per fragment.
             self.fragments = self.fragments.wrapping_add(1).max(1);
-            b.frag.finish(self.fragments, b.part_start)
+            let event = self.metadata.take().map(|np| {
+                self.events = self.events.wrapping_add(1);
+                let mut emsg = Vec::with_capacity(160);
+                mp4::write_emsg(
+                    &mut emsg,
+                    &mp4::EventMessage {
+                        timescale: self.media.rate,
+                        presentation_time: self.metadata_at.max(b.part_start),
+                        event_duration: u32::MAX,
+                        id: self.events,
+                        scheme_id_uri: mp4::ID3_EMSG_SCHEME,
+                        value: "",
+                        message_data: &id3_metadata_tag(&np),
+                    },
+                );
+                emsg
+            });
+            b.frag
+                .finish(event.as_deref(), self.fragments, b.part_start)
         } else {
             b.part_buf.split().freeze()
         };
@@ -984,6 +1011,16 @@ pub fn iso8601_ms(unix_ms: u64) -> String {
 /// of its first sample (PRIV `com.apple.streaming.transportStreamTimestamp`, 33-bit 90 kHz) and,
 /// when given, the now-playing title (TIT2) and artist (TPE1) as timed metadata.
 pub fn id3_tag(start: MediaTime, metadata: Option<&NowPlaying>) -> Vec<u8> {
+    id3(Some(start), metadata)
+}
+
+/// An ID3v2.4 tag with the now-playing title (TIT2) and artist (TPE1) only: the message of an
+/// fMP4 `emsg` timed-metadata event.
+pub fn id3_metadata_tag(metadata: &NowPlaying) -> Vec<u8> {
+    id3(None, Some(metadata))
+}
+
+fn id3(start: Option<MediaTime>, metadata: Option<&NowPlaying>) -> Vec<u8> {
     fn frame(out: &mut Vec<u8>, id: &[u8; 4], body: &[u8]) {
         out.extend_from_slice(id);
         out.extend_from_slice(&synchsafe(body.len() as u32));
@@ -991,10 +1028,12 @@ pub fn id3_tag(start: MediaTime, metadata: Option<&NowPlaying>) -> Vec<u8> {
         out.extend_from_slice(body);
     }
     let mut frames = Vec::with_capacity(96);
-    let mut priv_body = b"com.apple.streaming.transportStreamTimestamp\0".to_vec();
-    let ts = start.ticks_90k() & 0x1_FFFF_FFFF;
-    priv_body.extend_from_slice(&ts.to_be_bytes());
-    frame(&mut frames, b"PRIV", &priv_body);
+    if let Some(start) = start {
+        let mut priv_body = b"com.apple.streaming.transportStreamTimestamp\0".to_vec();
+        let ts = start.ticks_90k() & 0x1_FFFF_FFFF;
+        priv_body.extend_from_slice(&ts.to_be_bytes());
+        frame(&mut frames, b"PRIV", &priv_body);
+    }
     if let Some(np) = metadata {
         for (id, text) in [(b"TIT2", &np.title), (b"TPE1", &np.artist)] {
             if let Some(t) = text {

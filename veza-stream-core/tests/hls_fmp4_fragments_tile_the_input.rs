@@ -2,7 +2,8 @@
 //! concatenation of their parts, each part is `moof` + `mdat` fragments whose `trun` sample
 //! sizes sum to the frames' bytes and whose `mdat` payloads are the frames in order, decode
 //! times (`tfdt`) are contiguous from 0 (each is the previous plus its `trun` durations), and
-//! `mfhd` sequence numbers count up by one from 1.
+//! `mfhd` sequence numbers count up by one from 1; now-playing `emsg` events fall within the
+//! fragment they precede.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use veza_stream_core::hls::{Fmp4Track, Input, Output, Segmenter, SegmenterConfig};
+use veza_stream_core::metadata::NowPlaying;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -20,6 +22,7 @@ proptest! {
         frames in proptest::collection::vec((1usize..900, prop_oneof![Just(1024u32), Just(960), Just(512), 1u32..4096]), 10..500),
         target_ms in 500u64..6000,
         part_ms in proptest::option::of(100u64..1500),
+        meta_every in proptest::option::of(3usize..60),
     ) {
         let t0 = Instant::now();
         // Raw AAC-LC access units, 48 kHz stereo (any bytes: the segmenter trusts the caller's
@@ -33,7 +36,12 @@ proptest! {
         let mut seg = Segmenter::new(cfg, t0);
         let mut input = Vec::new();
         let mut total_samples = 0u64;
+        let mut metadata_sent = 0;
         for (i, (n, samples)) in frames.iter().enumerate() {
+            if meta_every.is_some_and(|m| i % m == 1) {
+                metadata_sent += 1;
+                seg.handle_input(Input::Metadata { now: t0, now_playing: NowPlaying { title: Some(format!("t{i}")), artist: None, url: None } });
+            }
             let f = vec![(i % 251) as u8; *n];
             input.extend_from_slice(&f);
             total_samples += u64::from(*samples);
@@ -51,6 +59,7 @@ proptest! {
         let mut trun_bytes = 0u64;
         let mut next_decode = 0u64;
         let mut next_sequence = 1u32;
+        let mut events = 0;
         let last = seg.next_msn();
         for msn in 0..last {
             let data = seg.segment(msn).expect("held");
@@ -68,7 +77,14 @@ proptest! {
                 prop_assert_eq!(frag.sequence, next_sequence);
                 next_sequence += 1;
                 prop_assert_eq!(frag.base_decode_time, next_decode);
-                next_decode += frag.durations.iter().map(|&d| u64::from(d)).sum::<u64>();
+                let end = next_decode + frag.durations.iter().map(|&d| u64::from(d)).sum::<u64>();
+                // An emsg's presentation time falls within the fragment it precedes.
+                for e in &frag.events {
+                    let t = u64::from_be_bytes(e[8..16].try_into().unwrap());
+                    prop_assert!(t >= next_decode && t < end, "event at {} in {}..{}", t, next_decode, end);
+                    events += 1;
+                }
+                next_decode = end;
                 trun_bytes += frag.sizes.iter().map(|&s| u64::from(s)).sum::<u64>();
                 rebuilt.extend_from_slice(&frag.data);
             }
@@ -76,6 +92,8 @@ proptest! {
         prop_assert_eq!(trun_bytes, input.len() as u64);
         prop_assert_eq!(rebuilt, input);
         prop_assert_eq!(next_decode, total_samples);
+        // Metadata that changed several times within one fragment is sent once, the latest.
+        prop_assert!(events <= metadata_sent && (metadata_sent == 0) == (events == 0));
         // The playlist lists every segment after the map.
         let pl = seg.media_playlist();
         prop_assert!(pl.contains("#EXT-X-MAP:URI=\"seginit.mp4\"\n"));

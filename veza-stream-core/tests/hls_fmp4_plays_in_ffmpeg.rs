@@ -2,7 +2,8 @@
 //! from the live path) are segmented as fMP4; the initialisation segment, the segments and the
 //! playlist are written to a temporary directory; ffprobe sees AAC-LC 44.1 kHz stereo, ffmpeg
 //! reads the whole playlist without an error and decodes the full duration; the LL-HLS parts,
-//! listed as segments of their own, play too (each is a self-contained fragment). FLAC frames
+//! listed as segments of their own, play too (each is a self-contained fragment); now-playing
+//! changes ride as ID3 `emsg` events that do not disturb ffmpeg. FLAC frames
 //! (veza-audio's encoder) in fMP4 (`fLaC` + `dfLa`) decode to the exact input length.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use common::{encoded_frames, tool};
 use veza_audio::OutputFormat;
 use veza_stream_core::hls::{Fmp4Track, Input, Output, Segmenter, SegmenterConfig};
+use veza_stream_core::metadata::NowPlaying;
 
 /// Runs ffmpeg on `playlist` and returns the decoded samples (mono, 44.1 kHz), failing on any
 /// message ffmpeg prints at the error level.
@@ -84,7 +86,18 @@ fn hls_fmp4_plays_in_ffmpeg() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    for f in &frames {
+    for (i, f) in frames.iter().enumerate() {
+        if i == 300 || i == 600 {
+            // Now-playing changes: ID3 in an emsg before the next fragment.
+            seg.handle_input(Input::Metadata {
+                now: t0,
+                now_playing: NowPlaying {
+                    title: Some(format!("Sweep {i}")),
+                    artist: Some("Veza".into()),
+                    url: None,
+                },
+            });
+        }
         seg.handle_input(Input::Frame {
             now: t0,
             data: f.data.clone(),
@@ -96,6 +109,28 @@ fn hls_fmp4_plays_in_ffmpeg() {
     seg.handle_input(Input::End { now: t0 });
     drain(&mut seg);
     assert!(segments.len() >= 5, "{segments:?}");
+    // Two emsg events: ID3 with the title, at the media time the metadata came.
+    let events: Vec<Vec<u8>> = segments
+        .iter()
+        .flat_map(|msn| common::mp4::fragments(&seg.segment(*msn).unwrap()))
+        .flat_map(|f| f.events)
+        .collect();
+    assert_eq!(events.len(), 2);
+    for (event, at) in events.iter().zip([300u64, 600]) {
+        assert_eq!(&event[..4], &[1, 0, 0, 0], "version 1");
+        assert_eq!(u32::from_be_bytes(event[4..8].try_into().unwrap()), 44_100);
+        assert_eq!(
+            u64::from_be_bytes(event[8..16].try_into().unwrap()),
+            at * 1024
+        );
+        let rest = &event[24..];
+        let scheme_end = rest.iter().position(|&b| b == 0).unwrap();
+        assert_eq!(&rest[..scheme_end], b"https://aomedia.org/emsg/ID3");
+        let data = &rest[scheme_end + 2..];
+        assert_eq!(&data[..3], b"ID3");
+        let title = format!("Sweep {at}");
+        assert!(data.windows(title.len()).any(|w| w == title.as_bytes()));
+    }
 
     let dir = std::env::temp_dir().join(format!("veza-hls-fmp4-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

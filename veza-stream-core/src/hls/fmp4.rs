@@ -360,8 +360,14 @@ impl FragmentBuilder {
         self.data.extend_from_slice(sample);
     }
 
-    /// The gathered samples as one `moof` + `mdat` fragment; empties the builder.
-    pub(crate) fn finish(&mut self, sequence: u32, base_decode_time: u64) -> Bytes {
+    /// The gathered samples as one `moof` + `mdat` fragment, after `prefix` (an `emsg`) when
+    /// given; empties the builder.
+    pub(crate) fn finish(
+        &mut self,
+        prefix: Option<&[u8]>,
+        sequence: u32,
+        base_decode_time: u64,
+    ) -> Bytes {
         let default = self.durations.first().copied().unwrap_or(1024);
         self.header.clear();
         mp4::write_fragment_header(
@@ -375,7 +381,9 @@ impl FragmentBuilder {
                 sample_durations: &self.durations,
             },
         );
-        let mut out = BytesMut::with_capacity(self.header.len() + self.data.len());
+        let prefix = prefix.unwrap_or_default();
+        let mut out = BytesMut::with_capacity(prefix.len() + self.header.len() + self.data.len());
+        out.extend_from_slice(prefix);
         out.extend_from_slice(&self.header);
         out.extend_from_slice(&self.data);
         self.data.clear();

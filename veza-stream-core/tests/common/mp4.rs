@@ -52,16 +52,31 @@ pub struct Fragment {
     pub sizes: Vec<u32>,
     pub durations: Vec<u32>,
     pub data: Vec<u8>,
+    /// Bodies of the `emsg` boxes just before the `moof`.
+    pub events: Vec<Vec<u8>>,
 }
 
-/// The fragments of a segment or part: `moof` + `mdat` pairs covering all its bytes, each
-/// `trun` data offset pointing at the start of its `mdat` payload.
+/// The fragments of a segment or part: `moof` + `mdat` pairs (each maybe after `emsg` boxes)
+/// covering all its bytes, each `trun` data offset pointing at the start of its `mdat` payload.
 pub fn fragments(seg: &[u8]) -> Vec<Fragment> {
-    let list = boxes(seg);
-    assert!(list.len().is_multiple_of(2), "moof/mdat pairs");
+    let all = boxes(seg);
     let mut out = Vec::new();
     let mut pos = 0usize;
-    for pair in list.chunks(2) {
+    let mut events = Vec::new();
+    let mut list = Vec::new();
+    for b in all {
+        if &b.kind == b"emsg" {
+            pos += b.body.len() + 8;
+            events.push(b.body.to_vec());
+        } else {
+            list.push((b, std::mem::take(&mut events)));
+        }
+    }
+    assert!(events.is_empty(), "an emsg ends the segment");
+    assert!(list.len().is_multiple_of(2), "moof/mdat pairs");
+    for pairs in list.chunks(2) {
+        let pair = [&pairs[0].0, &pairs[1].0];
+        assert!(pairs[1].1.is_empty(), "emsg between moof and mdat");
         assert_eq!(&pair[0].kind, b"moof");
         assert_eq!(&pair[1].kind, b"mdat");
         let moof = pair[0].body;
@@ -134,6 +149,7 @@ pub fn fragments(seg: &[u8]) -> Vec<Fragment> {
             sizes,
             durations,
             data,
+            events: pairs[0].1.clone(),
         });
     }
     assert_eq!(pos, seg.len());
