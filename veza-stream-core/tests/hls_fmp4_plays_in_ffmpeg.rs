@@ -156,6 +156,7 @@ fn hls_fmp4_plays_in_ffmpeg() {
         "aac,LC,44100,2"
     );
     let decoded = decoded_samples(&dir.join("index.m3u8"));
+    eprintln!("AAC fMP4: sent {samples} samples, ffmpeg decoded {decoded}");
     // Every access unit is decoded (no edit list: the encoder's priming stays in, as in the
     // packed-audio output).
     assert!(
@@ -452,6 +453,7 @@ fn hls_fmp4_opus_plays_in_ffmpeg() {
     // Decoded at 44.1 kHz by `decoded_samples`: 8 s of tone plus at most the last packet's
     // padding, less the pre-skip when ffmpeg applies it.
     let decoded = decoded_samples(&dir.join("index.m3u8"));
+    eprintln!("Opus fMP4: sent {sent} samples at 48 kHz, ffmpeg decoded {decoded} at 44.1 kHz");
     let sent_44k = sent * 44_100 / 48_000;
     assert!(
         decoded.abs_diff(sent_44k) <= 1_000 && decoded.abs_diff(8 * 44_100) <= 1_000,
