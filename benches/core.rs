@@ -1,5 +1,6 @@
 //! Benchmarks of the sans-IO core: ingest of one 128 kbit/s frame into a ring read by 10,000
-//! listeners, fan-out cost per listener per chunk, segmenter cost per frame, playlist rendering.
+//! listeners, fan-out cost per listener per chunk, segmenter cost per frame (packed audio and
+//! fMP4), playlist rendering (full and delta updates).
 //! Before the timings it prints the allocations counted per listener per chunk during fan-out
 //! (target: zero; the bound per chunk is the one `Bytes` promotion when a chunk is first shared).
 
@@ -12,7 +13,9 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use veza_stream_core::ListenerId;
 use veza_stream_core::frame::{FrameFormat, adts_header};
-use veza_stream_core::hls::{Input as HlsInput, PackedCodec, Segmenter, SegmenterConfig};
+use veza_stream_core::hls::{
+    Fmp4Track, Input as HlsInput, PackedCodec, Segmenter, SegmenterConfig,
+};
 use veza_stream_core::live::{Input, LiveConfig, LiveStream, Next, Output};
 
 struct Counting;
@@ -197,6 +200,43 @@ fn hls(c: &mut Criterion) {
     while !matches!(seg.poll_output(), veza_stream_core::hls::Output::Timeout(_)) {}
     g.bench_function("media_playlist_render", |b| {
         b.iter(|| black_box(seg.media_playlist()))
+    });
+    // fMP4: the same frames, ADTS headers stripped, one moof + mdat per part.
+    let track = Fmp4Track::aac_from_adts(&f).expect("an ADTS frame");
+    let mut seg = Segmenter::new(SegmenterConfig::fmp4(track), t0);
+    g.bench_function("segmenter_per_frame_fmp4_ll_hls", |b| {
+        b.iter(|| {
+            seg.handle_input(HlsInput::Frame {
+                now: t0,
+                data: f.clone(),
+                samples: 1024,
+                sample_rate: 44_100,
+            });
+            while !matches!(seg.poll_output(), veza_stream_core::hls::Output::Timeout(_)) {}
+        })
+    });
+    // A 2-minute DVR window (30 segments of 4 s) with PDT, in full and as a delta update.
+    let mut cfg = SegmenterConfig::new(PackedCodec::AacLc);
+    cfg.window = 30;
+    let mut seg = Segmenter::new(cfg, t0);
+    seg.handle_input(HlsInput::WallClock {
+        now: t0,
+        unix_ms: 1_700_000_000_000,
+    });
+    for _ in 0..6_000 {
+        seg.handle_input(HlsInput::Frame {
+            now: t0,
+            data: f.clone(),
+            samples: 1024,
+            sample_rate: 44_100,
+        });
+    }
+    while !matches!(seg.poll_output(), veza_stream_core::hls::Output::Timeout(_)) {}
+    g.bench_function("media_playlist_render_30_segments", |b| {
+        b.iter(|| black_box(seg.playlist(false)))
+    });
+    g.bench_function("delta_playlist_render_30_segments", |b| {
+        b.iter(|| black_box(seg.playlist(true)))
     });
     g.finish();
 }

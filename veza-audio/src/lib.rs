@@ -42,6 +42,8 @@
 //!   final at the end (FLAC STREAMINFO, WAV sizes, MP3 LAME tag, M4A durations) are returned as a
 //!   [`HeaderPatch`] for outputs that can be rewritten; streamed outputs carry valid "unknown
 //!   length" headers.
+//! - [`mp4`] writes fragmented MP4 boxes (initialisation segment, audio sample entries,
+//!   `moof` + `mdat` headers); the M4A encoder and `veza-stream-core`'s fMP4 HLS use it.
 //! - [`presets`] maps the API's "compress" levels to settings and decides when to pass through.
 //! - [`loudness`] measures EBU R128 figures and the normalisation gain.
 //!
@@ -98,6 +100,7 @@ pub mod format;
 pub mod ladder;
 pub mod loudness;
 pub mod metadata;
+pub mod mp4;
 mod parallel;
 pub mod pcm;
 pub mod presets;

@@ -534,7 +534,7 @@ fn parse_mpeg(b: &[u8]) -> Option<Header> {
 }
 
 /// Sample rates of the ADTS sampling-frequency index.
-const ADTS_RATES: [u32; 13] = [
+pub(crate) const ADTS_RATES: [u32; 13] = [
     96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
     7_350,
 ];

@@ -1,7 +1,16 @@
-//! HLS and low-latency HLS: a segmenter that cuts encoded audio frames into packed-audio segments
-//! (raw ADTS AAC or MP3 frames behind an ID3 tag that carries the segment's timestamp, as the HLS
-//! specification requires for packed audio), partial segments for LL-HLS, media playlists with a
-//! sliding window, blocking playlist reloads, master playlists for a ladder, and VOD playlists.
+//! HLS and low-latency HLS: a segmenter that cuts encoded audio frames into segments, partial
+//! segments for LL-HLS, media playlists with a sliding window (and delta updates), blocking
+//! playlist reloads, master playlists for a ladder, and VOD playlists.
+//!
+//! Two packagings ([`SegmentFormat`]):
+//! - packed audio: raw ADTS AAC or MP3 frames behind an ID3 tag that carries the segment's
+//!   timestamp, as the HLS specification requires for packed audio; now-playing metadata rides
+//!   in that tag (TIT2/TPE1);
+//! - fMP4 ([`fmp4`]): an initialisation segment (`ftyp` + `moov`, served at `EXT-X-MAP`) and
+//!   segments made of `moof` + `mdat` fragments, one per part (LL-HLS) or per segment, for AAC
+//!   (`mp4a`/`esds`), FLAC (`fLaC`/`dfLa`) and Opus (`Opus`/`dOps`); now-playing metadata goes
+//!   in an `emsg` box (ID3 in CMAF, scheme `https://aomedia.org/emsg/ID3`) before the next
+//!   fragment.
 //!
 //! # Driving
 //! Feed frames with [`Input::Frame`] (whole frames only: take them from the live ring or a
@@ -9,7 +18,53 @@
 //! playlist request that asks for a part not yet cut ([`Input::PlaylistRequest`] with `_HLS_msn`
 //! and `_HLS_part`) is held and answered by [`Output::Playlist`] when the part lands, or with
 //! [`HlsError::Timeout`] after three target durations. Segments and parts are read with
-//! [`Segmenter::segment`] and [`Segmenter::part`] (cloned `Bytes`, no copy).
+//! [`Segmenter::segment`] and [`Segmenter::part`] (cloned `Bytes`, no copy), the fMP4
+//! initialisation segment with [`Segmenter::init_segment`].
+//!
+//! # Delta updates and wall-clock time
+//! With [`SegmenterConfig::delta_updates`] (the default), the playlist advertises
+//! `CAN-SKIP-UNTIL` (six target durations) and a request with `skip` (`_HLS_skip=YES`) gets a
+//! Playlist Delta Update: the oldest segments, those that end more than the skip boundary before
+//! the end of the playlist, are replaced by `#EXT-X-SKIP:SKIPPED-SEGMENTS=N`.
+//!
+//! The segmenter never reads a clock: [`Input::WallClock`] anchors the current media time to a
+//! Unix time in milliseconds given by the caller, and from the next segment on each segment
+//! carries the wall-clock time of its first sample. `#EXT-X-PROGRAM-DATE-TIME` is written on the
+//! first segment of the playlist (the first after `EXT-X-SKIP` in a delta update) and after each
+//! discontinuity ([`Input::Discontinuity`], which may carry a new anchor).
+//!
+//! # Example
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use veza_stream_core::frame::adts_header;
+//! use veza_stream_core::hls::{Fmp4Track, Input, Output, Segmenter, SegmenterConfig};
+//!
+//! // ADTS AAC-LC frames of 300 bytes, 44.1 kHz stereo (as the live ring carries them).
+//! let mut frame = vec![0x21u8; 300];
+//! frame[..7].copy_from_slice(&adts_header(300, 44_100, 2).expect("a valid header"));
+//! let frame = Bytes::from(frame);
+//!
+//! let t0 = Instant::now();
+//! let track = Fmp4Track::aac_from_adts(&frame)?;
+//! assert_eq!(track.codecs(), "mp4a.40.2"); // for the master playlist
+//! let mut seg = Segmenter::new(SegmenterConfig::fmp4(track), t0);
+//! seg.handle_input(Input::WallClock { now: t0, unix_ms: 1_700_000_000_000 });
+//! for _ in 0..200 {
+//!     let data = frame.clone();
+//!     seg.handle_input(Input::Frame { now: t0, data, samples: 1024, sample_rate: 44_100 });
+//! }
+//! while !matches!(seg.poll_output(), Output::Timeout(_)) {}
+//!
+//! let init = seg.init_segment().expect("fMP4 has an init segment");
+//! assert_eq!(&init[4..8], b"ftyp");
+//! assert_eq!(&seg.segment(0).expect("segment 0 is complete")[4..8], b"moof");
+//! let playlist = seg.media_playlist();
+//! assert!(playlist.contains("#EXT-X-MAP:URI=\"seginit.mp4\""));
+//! assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"));
+//! assert!(playlist.contains("CAN-SKIP-UNTIL=24.0"));
+//! # Ok::<(), veza_stream_core::hls::HlsError>(())
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -19,6 +74,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::MediaTime;
 use crate::metadata::NowPlaying;
+
+pub mod fmp4;
+
+pub use fmp4::{Fmp4Codec, Fmp4Track};
+
+use fmp4::FragmentBuilder;
+use veza_audio::mp4;
 
 /// The codec of a packed-audio stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,11 +121,47 @@ impl PackedCodec {
     }
 }
 
+/// How a [`Segmenter`] packages segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SegmentFormat {
+    /// Packed audio: an ID3 tag, then the frames as they are.
+    Packed(PackedCodec),
+    /// Fragmented MP4: an initialisation segment, then `moof` + `mdat` fragments.
+    Fmp4(Fmp4Track),
+}
+
+impl SegmentFormat {
+    /// The CODECS attribute value for a master playlist.
+    pub fn codecs(&self) -> String {
+        match self {
+            Self::Packed(c) => c.codecs().into(),
+            Self::Fmp4(t) => t.codecs(),
+        }
+    }
+
+    /// File extension of segments and parts (`aac`, `mp3`, `m4s`).
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Self::Packed(c) => c.extension(),
+            Self::Fmp4(_) => "m4s",
+        }
+    }
+
+    /// MIME type of segments and parts (`audio/mp4` for fMP4 and its initialisation segment).
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Packed(c) => c.content_type(),
+            Self::Fmp4(_) => "audio/mp4",
+        }
+    }
+}
+
 /// Settings of a [`Segmenter`].
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
-    /// Codec of the frames.
-    pub codec: PackedCodec,
+    /// Packaging and codec of the segments.
+    pub format: SegmentFormat,
     /// Target segment duration (default 4 s). Segments end on the first frame boundary at or
     /// past it, so they last at most one frame longer.
     pub target_duration: Duration,
@@ -74,28 +172,43 @@ pub struct SegmenterConfig {
     /// Segments kept after they leave the playlist, for clients still fetching them (default 2).
     pub keep_after_window: usize,
     /// URI prefix of segments: segment N is `{prefix}{N}.{ext}`, part P of it
-    /// `{prefix}{N}.{P}.{ext}` (default "seg").
+    /// `{prefix}{N}.{P}.{ext}`, the fMP4 initialisation segment `{prefix}init.mp4`
+    /// (default "seg").
     pub uri_prefix: String,
     /// How long a blocking playlist request may wait, in target durations (default 3).
     pub block_limit_targets: u32,
+    /// Playlist delta updates (default `true`): `CAN-SKIP-UNTIL` (six target durations) is
+    /// advertised and requests with `skip` get `EXT-X-SKIP` in place of the oldest segments.
+    pub delta_updates: bool,
 }
 
 impl SegmenterConfig {
-    /// Defaults (see each field) for `codec`.
+    /// Packed audio of `codec`, other settings at their defaults (see each field).
     pub fn new(codec: PackedCodec) -> Self {
+        Self::with_format(SegmentFormat::Packed(codec))
+    }
+
+    /// fMP4 segments of `track`, other settings at their defaults (see each field).
+    pub fn fmp4(track: Fmp4Track) -> Self {
+        Self::with_format(SegmentFormat::Fmp4(track))
+    }
+
+    /// `format`, other settings at their defaults (see each field).
+    pub fn with_format(format: SegmentFormat) -> Self {
         Self {
-            codec,
+            format,
             target_duration: Duration::from_secs(4),
             part_target: Some(Duration::from_secs(1)),
             window: 6,
             keep_after_window: 2,
             uri_prefix: "seg".into(),
             block_limit_targets: 3,
+            delta_updates: true,
         }
     }
 }
 
-/// Why a playlist or a segment could not be served.
+/// Why a playlist or a segment could not be served, or a frame or a track was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HlsError {
@@ -116,6 +229,13 @@ pub enum HlsError {
     /// The stream ended before the requested part (HTTP 404).
     #[error("the stream ended before the requested segment")]
     Ended,
+    /// A frame could not be segmented (not the track's framing, rate or size): it was dropped.
+    /// Fix the source, or the track description it is segmented as.
+    #[error("frame dropped: {0}")]
+    BadFrame(&'static str),
+    /// An fMP4 track description is invalid (codec configuration missing or malformed).
+    #[error("bad fMP4 track: {0}")]
+    BadTrack(&'static str),
 }
 
 /// What a segmenter is told.
@@ -133,7 +253,8 @@ pub enum Input {
         /// Its sample rate.
         sample_rate: u32,
     },
-    /// Now-playing metadata: carried as ID3 text frames at the start of the next segment.
+    /// Now-playing metadata: carried as ID3 text frames at the start of the next packed-audio
+    /// segment; in fMP4, as an ID3 `emsg` event at this media time before the next fragment.
     Metadata {
         /// When.
         now: Instant,
@@ -150,6 +271,26 @@ pub enum Input {
         msn: Option<u64>,
         /// `_HLS_part`.
         part: Option<u32>,
+        /// `_HLS_skip=YES` (or `v2`): answer with a delta update when the playlist has
+        /// segments past the skip boundary (ignored with `delta_updates` off).
+        skip: bool,
+    },
+    /// The wall-clock time (Unix milliseconds, from the caller's clock) of the next frame's
+    /// first sample: segments opened from now on carry `EXT-X-PROGRAM-DATE-TIME`.
+    WallClock {
+        /// When.
+        now: Instant,
+        /// Unix time in milliseconds.
+        unix_ms: u64,
+    },
+    /// A discontinuity (a new source, a gap, changed encoding): the segment in progress is
+    /// closed and the next one gets `#EXT-X-DISCONTINUITY` (and `EXT-X-PROGRAM-DATE-TIME` when
+    /// an anchor is known). `unix_ms` re-anchors wall-clock time at the next frame.
+    Discontinuity {
+        /// When.
+        now: Instant,
+        /// Unix milliseconds of the next frame's first sample, if known.
+        unix_ms: Option<u64>,
     },
     /// The stream ended: the last segment is closed and the playlist gets `#EXT-X-ENDLIST`.
     End {
@@ -186,6 +327,11 @@ pub enum Output {
         /// The playlist text, or why not.
         result: Result<String, HlsError>,
     },
+    /// A frame was dropped ([`HlsError::BadFrame`]); the stream goes on without it.
+    FrameRejected {
+        /// Why.
+        error: HlsError,
+    },
     /// Call back with [`Input::Timeout`] at this instant.
     Timeout(Option<Instant>),
 }
@@ -202,6 +348,9 @@ struct Segment {
     duration: Duration,
     parts: Vec<Part>,
     data: Bytes,
+    discontinuity: bool,
+    /// Unix milliseconds of the first sample.
+    pdt_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -209,8 +358,15 @@ struct Building {
     msn: u64,
     samples: u64,
     parts: Vec<Part>,
+    /// Packed audio: the bytes of the part in progress.
     part_buf: BytesMut,
+    /// fMP4: the samples of the part in progress.
+    frag: FragmentBuilder,
     part_samples: u64,
+    /// Decode time (samples) of the first sample of the part in progress.
+    part_start: u64,
+    discontinuity: bool,
+    pdt_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -218,6 +374,7 @@ struct Pending {
     id: u64,
     msn: u64,
     part: Option<u32>,
+    skip: bool,
     deadline: Instant,
 }
 
@@ -234,11 +391,29 @@ pub struct Segmenter {
     outputs: VecDeque<Output>,
     ended: bool,
     max_segment: Duration,
+    /// fMP4: the initialisation segment.
+    init: Option<Bytes>,
+    /// fMP4: sequence number of the last fragment written (`mfhd`).
+    fragments: u32,
+    /// Media time and Unix milliseconds of the wall-clock anchor.
+    anchor: Option<(MediaTime, u64)>,
+    /// The next segment starts after a discontinuity.
+    discontinuity_next: bool,
+    /// Segments with a discontinuity that left `done`.
+    discontinuities_dropped: u64,
+    /// fMP4: media time (samples) at which `metadata` arrived.
+    metadata_at: u64,
+    /// fMP4: the id of the last `emsg` written.
+    events: u32,
 }
 
 impl Segmenter {
     /// A segmenter with no segment yet.
     pub fn new(config: SegmenterConfig, _now: Instant) -> Self {
+        let init = match &config.format {
+            SegmentFormat::Fmp4(track) => Some(track.init_segment()),
+            SegmentFormat::Packed(_) => None,
+        };
         Self {
             config,
             done: VecDeque::new(),
@@ -250,12 +425,32 @@ impl Segmenter {
             outputs: VecDeque::new(),
             ended: false,
             max_segment: Duration::ZERO,
+            init,
+            fragments: 0,
+            anchor: None,
+            discontinuity_next: false,
+            discontinuities_dropped: 0,
+            metadata_at: 0,
+            events: 0,
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &SegmenterConfig {
         &self.config
+    }
+
+    /// The fMP4 initialisation segment (`ftyp` + `moov`), served at [`Segmenter::init_uri`];
+    /// `None` for packed audio.
+    pub fn init_segment(&self) -> Option<Bytes> {
+        self.init.clone()
+    }
+
+    /// The URI of the fMP4 initialisation segment (`{prefix}init.mp4`); `None` for packed audio.
+    pub fn init_uri(&self) -> Option<String> {
+        self.init
+            .as_ref()
+            .map(|_| format!("{}init.mp4", self.config.uri_prefix))
     }
 
     /// The bytes of a complete segment still held.
@@ -301,8 +496,33 @@ impl Segmenter {
             Input::Metadata {
                 now: _,
                 now_playing,
-            } => self.metadata = Some(now_playing),
-            Input::PlaylistRequest { now, id, msn, part } => self.request(now, id, msn, part),
+            } => {
+                // Packed audio: in the ID3 tag of the next segment. fMP4: an `emsg` at this
+                // media time, before the fragment that holds it.
+                self.metadata_at = self.media.samples;
+                self.metadata = Some(now_playing);
+            }
+            Input::PlaylistRequest {
+                now,
+                id,
+                msn,
+                part,
+                skip,
+            } => self.request(now, id, msn, part, skip),
+            Input::WallClock { now: _, unix_ms } => self.anchor = Some((self.media, unix_ms)),
+            Input::Discontinuity { now, unix_ms } => {
+                if self.ended {
+                    return;
+                }
+                self.close_part();
+                self.close_segment();
+                // Before the first segment there is nothing to be discontinuous with.
+                self.discontinuity_next = self.next_msn > 0;
+                if let Some(ms) = unix_ms {
+                    self.anchor = Some((self.media, ms));
+                }
+                self.answer_pending(now);
+            }
             Input::End { now } => {
                 if !self.ended {
                     self.close_part();
@@ -323,10 +543,45 @@ impl Segmenter {
         Output::Timeout(self.pending.iter().map(|p| p.deadline).min())
     }
 
+    fn reject(&mut self, reason: &'static str) {
+        self.outputs.push_back(Output::FrameRejected {
+            error: HlsError::BadFrame(reason),
+        });
+    }
+
     fn frame(&mut self, now: Instant, data: Bytes, samples: u32, rate: u32) {
-        if self.ended || rate == 0 {
+        if self.ended {
             return;
         }
+        if rate == 0 {
+            self.reject("sample rate 0");
+            return;
+        }
+        // fMP4: the sample to store (the frame, or its payload past the ADTS header).
+        let sample = match &self.config.format {
+            SegmentFormat::Packed(_) => None,
+            SegmentFormat::Fmp4(track) => {
+                if rate != track.sample_rate {
+                    self.reject("sample rate differs from the fMP4 track");
+                    return;
+                }
+                if samples == 0 {
+                    self.reject("a frame of 0 samples");
+                    return;
+                }
+                match track.sample(&data) {
+                    Ok(s) => Some(data.slice(data.len() - s.len()..)),
+                    Err(HlsError::BadFrame(reason)) => {
+                        self.reject(reason);
+                        return;
+                    }
+                    Err(_) => {
+                        self.reject("invalid frame");
+                        return;
+                    }
+                }
+            }
+        };
         if self.media.rate != rate {
             // A rate change restarts media time at the same instant in the new rate.
             let at = self.media.as_duration();
@@ -339,17 +594,33 @@ impl Segmenter {
             let msn = self.next_msn;
             self.next_msn += 1;
             let mut part_buf = BytesMut::new();
-            part_buf.extend_from_slice(&id3_tag(self.media, self.metadata.take().as_ref()));
+            if sample.is_none() {
+                part_buf.extend_from_slice(&id3_tag(self.media, self.metadata.take().as_ref()));
+            }
+            let pdt_ms = self.anchor.map(|(at, ms)| {
+                let since = self.media.duration_since(at).as_millis();
+                ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+            });
             self.building = Some(Building {
                 msn,
                 samples: 0,
                 parts: Vec::new(),
                 part_buf,
+                frag: FragmentBuilder::default(),
                 part_samples: 0,
+                part_start: self.media.samples,
+                discontinuity: std::mem::take(&mut self.discontinuity_next),
+                pdt_ms,
             });
         }
         let b = self.building.as_mut().expect("a segment is being built");
-        b.part_buf.extend_from_slice(&data);
+        if b.part_samples == 0 {
+            b.part_start = self.media.samples;
+        }
+        match &sample {
+            Some(s) => b.frag.push(s, samples),
+            None => b.part_buf.extend_from_slice(&data),
+        }
         b.part_samples += u64::from(samples);
         b.samples += u64::from(samples);
         self.media = self.media.add_samples(u64::from(samples));
@@ -366,6 +637,7 @@ impl Segmenter {
     }
 
     fn close_part(&mut self) {
+        let fmp4 = self.init.is_some();
         let Some(b) = self.building.as_mut() else {
             return;
         };
@@ -373,7 +645,31 @@ impl Segmenter {
             return;
         }
         let duration = MediaTime::new(b.part_samples, self.media.rate).as_duration();
-        let data = b.part_buf.split().freeze();
+        let data = if fmp4 {
+            // mfhd sequence numbers start at 1 and increase by one per fragment.
+            self.fragments = self.fragments.wrapping_add(1).max(1);
+            let event = self.metadata.take().map(|np| {
+                self.events = self.events.wrapping_add(1);
+                let mut emsg = Vec::with_capacity(160);
+                mp4::write_emsg(
+                    &mut emsg,
+                    &mp4::EventMessage {
+                        timescale: self.media.rate,
+                        presentation_time: self.metadata_at.max(b.part_start),
+                        event_duration: u32::MAX,
+                        id: self.events,
+                        scheme_id_uri: mp4::ID3_EMSG_SCHEME,
+                        value: "",
+                        message_data: &id3_metadata_tag(&np),
+                    },
+                );
+                emsg
+            });
+            b.frag
+                .finish(event.as_deref(), self.fragments, b.part_start)
+        } else {
+            b.part_buf.split().freeze()
+        };
         b.parts.push(Part { data, duration });
         b.part_samples = 0;
         let (msn, part) = (b.msn, (b.parts.len() - 1) as u32);
@@ -388,6 +684,7 @@ impl Segmenter {
         };
         if b.samples == 0 {
             self.next_msn = b.msn;
+            self.discontinuity_next |= b.discontinuity;
             return;
         }
         let duration = MediaTime::new(b.samples, self.media.rate).as_duration();
@@ -402,9 +699,13 @@ impl Segmenter {
             duration,
             parts: b.parts,
             data: data.freeze(),
+            discontinuity: b.discontinuity,
+            pdt_ms: b.pdt_ms,
         });
         while self.done.len() > self.config.window + self.config.keep_after_window {
-            self.done.pop_front();
+            if self.done.pop_front().is_some_and(|s| s.discontinuity) {
+                self.discontinuities_dropped += 1;
+            }
         }
         self.outputs.push_back(Output::SegmentReady { msn: b.msn });
     }
@@ -422,12 +723,12 @@ impl Segmenter {
         msn < self.next_msn
     }
 
-    fn request(&mut self, now: Instant, id: u64, msn: Option<u64>, part: Option<u32>) {
+    fn request(&mut self, now: Instant, id: u64, msn: Option<u64>, part: Option<u32>, skip: bool) {
         let Some(msn) = msn else {
             let result = if part.is_some() {
                 Err(HlsError::BadRequest("_HLS_part without _HLS_msn"))
             } else {
-                Ok(self.media_playlist())
+                Ok(self.playlist(skip))
             };
             self.outputs.push_back(Output::Playlist { id, result });
             return;
@@ -455,6 +756,7 @@ impl Segmenter {
             id,
             msn,
             part,
+            skip,
             deadline: now + limit,
         });
         self.answer_pending(now);
@@ -464,13 +766,15 @@ impl Segmenter {
         if self.pending.is_empty() {
             return;
         }
-        let mut playlist: Option<String> = None;
+        // Rendered at most once per kind (full, delta) for all the requests answered now.
+        let mut rendered: [Option<String>; 2] = [None, None];
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
             let result = if self.is_available(p.msn, p.part) {
-                Some(Ok(playlist
-                    .get_or_insert_with(|| self.media_playlist())
+                let skip = p.skip;
+                Some(Ok(rendered[usize::from(skip)]
+                    .get_or_insert_with(|| self.playlist(skip))
                     .clone()))
             } else if self.ended {
                 Some(Err(HlsError::Ended))
@@ -490,54 +794,121 @@ impl Segmenter {
         }
     }
 
-    fn segment_uri(&self, msn: u64) -> String {
+    /// The URI of segment `msn`, relative to the media playlist: `{prefix}{msn}.{ext}`.
+    pub fn segment_uri(&self, msn: u64) -> String {
         format!(
             "{}{msn}.{}",
             self.config.uri_prefix,
-            self.config.codec.extension()
+            self.config.format.extension()
         )
     }
 
-    fn part_uri(&self, msn: u64, part: usize) -> String {
+    /// The URI of part `part` of segment `msn`: `{prefix}{msn}.{part}.{ext}`.
+    pub fn part_uri(&self, msn: u64, part: usize) -> String {
         format!(
             "{}{msn}.{part}.{}",
             self.config.uri_prefix,
-            self.config.codec.extension()
+            self.config.format.extension()
         )
     }
 
-    /// The live media playlist now.
+    /// The live media playlist now (in full).
     pub fn media_playlist(&self) -> String {
-        let listed: Vec<&Segment> = {
-            let skip = self.done.len().saturating_sub(self.config.window);
-            self.done.iter().skip(skip).collect()
-        };
-        let target = self
-            .max_segment
+        self.playlist(false)
+    }
+
+    /// The skip boundary (`CAN-SKIP-UNTIL`) in seconds: six target durations; `None` with
+    /// delta updates off.
+    pub fn skip_boundary(&self) -> Option<u64> {
+        self.config
+            .delta_updates
+            .then(|| 6 * self.target_duration_secs())
+    }
+
+    /// `EXT-X-TARGETDURATION`: the longest segment (or the target), rounded, at least 1 s.
+    fn target_duration_secs(&self) -> u64 {
+        self.max_segment
             .max(self.config.target_duration)
             .as_secs_f64()
             .round()
-            .max(1.0) as u64;
-        let mut m = String::with_capacity(256 + listed.len() * 64);
+            .max(1.0) as u64
+    }
+
+    /// The live media playlist now; with `skip` (`_HLS_skip=YES`) and delta updates on, a
+    /// Playlist Delta Update: the segments that end more than the skip boundary before the end
+    /// of the playlist are replaced by `#EXT-X-SKIP:SKIPPED-SEGMENTS=N` (none may be).
+    pub fn playlist(&self, skip: bool) -> String {
+        let window_start = self.done.len().saturating_sub(self.config.window);
+        let listed: Vec<&Segment> = self.done.iter().skip(window_start).collect();
+        let target = self.target_duration_secs();
+        let skipped = match self.skip_boundary() {
+            Some(boundary) if skip => {
+                let total: Duration = listed.iter().map(|s| s.duration).sum();
+                let boundary = Duration::from_secs(boundary);
+                let mut end = Duration::ZERO;
+                listed
+                    .iter()
+                    .take_while(|s| {
+                        end += s.duration;
+                        total - end >= boundary
+                    })
+                    .count()
+            }
+            _ => 0,
+        };
+        let mut m = String::with_capacity(256 + listed.len() * 96);
         m.push_str("#EXTM3U\n");
         let ll = self.config.part_target;
-        let _ = writeln!(m, "#EXT-X-VERSION:{}", if ll.is_some() { 9 } else { 3 });
+        let version = if ll.is_some() || self.config.delta_updates {
+            9
+        } else if self.init.is_some() {
+            6
+        } else {
+            3
+        };
+        let _ = writeln!(m, "#EXT-X-VERSION:{version}");
         let _ = writeln!(m, "#EXT-X-TARGETDURATION:{target}");
         let first = listed.first().map_or_else(|| self.next_msn(), |s| s.msn);
         let _ = writeln!(m, "#EXT-X-MEDIA-SEQUENCE:{first}");
+        let discontinuity_seq = self.discontinuities_dropped
+            + self
+                .done
+                .iter()
+                .take(window_start)
+                .filter(|s| s.discontinuity)
+                .count() as u64;
+        if discontinuity_seq > 0 {
+            let _ = writeln!(m, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_seq}");
+        }
+        let mut control = Vec::with_capacity(3);
         if let Some(pt) = ll {
             let part_target = self.part_target_advertised(pt);
-            let _ = writeln!(
-                m,
-                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
-                part_target * 3.0
-            );
+            control.push("CAN-BLOCK-RELOAD=YES".to_string());
+            control.push(format!("PART-HOLD-BACK={:.3}", part_target * 3.0));
+        }
+        if let Some(boundary) = self.skip_boundary() {
+            control.push(format!("CAN-SKIP-UNTIL={:.1}", boundary as f64));
+        }
+        if !control.is_empty() {
+            let _ = writeln!(m, "#EXT-X-SERVER-CONTROL:{}", control.join(","));
+        }
+        if let Some(pt) = ll {
+            let part_target = self.part_target_advertised(pt);
             let _ = writeln!(m, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
+        }
+        if skipped > 0 {
+            let _ = writeln!(m, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+        if let Some(uri) = self.init_uri() {
+            let _ = writeln!(m, "#EXT-X-MAP:URI=\"{uri}\"");
         }
         // Parts are listed for the last segments, within three target durations of the edge.
         let part_segments = 3usize;
         let with_parts_from = listed.len().saturating_sub(part_segments);
-        for (i, s) in listed.iter().enumerate() {
+        let mut prev_pdt: Option<Option<u64>> = None;
+        for (i, s) in listed.iter().enumerate().skip(skipped) {
+            write_segment_tags(&mut m, s.discontinuity, s.pdt_ms, prev_pdt);
+            prev_pdt = Some(s.pdt_ms);
             if ll.is_some() && i >= with_parts_from {
                 for (pi, p) in s.parts.iter().enumerate() {
                     let _ = writeln!(
@@ -554,6 +925,9 @@ impl Segmenter {
         if ll.is_some() && !self.ended {
             let (msn, next_part) = match &self.building {
                 Some(b) => {
+                    if !b.parts.is_empty() {
+                        write_segment_tags(&mut m, b.discontinuity, b.pdt_ms, prev_pdt);
+                    }
                     for (pi, p) in b.parts.iter().enumerate() {
                         let _ = writeln!(
                             m,
@@ -593,10 +967,60 @@ impl Segmenter {
     }
 }
 
+/// The tags before a segment (or the parts of the one in progress): `EXT-X-DISCONTINUITY`, and
+/// `EXT-X-PROGRAM-DATE-TIME` on the first segment written (`prev_pdt` is `None`), after a
+/// discontinuity, and where wall-clock time starts.
+fn write_segment_tags(
+    m: &mut String,
+    discontinuity: bool,
+    pdt_ms: Option<u64>,
+    prev_pdt: Option<Option<u64>>,
+) {
+    if discontinuity {
+        m.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if let Some(ms) = pdt_ms {
+        if discontinuity || !matches!(prev_pdt, Some(Some(_))) {
+            let _ = writeln!(m, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601_ms(ms));
+        }
+    }
+}
+
+/// Unix milliseconds as an ISO 8601 / RFC 3339 UTC date-time with milliseconds
+/// (`2026-11-24T23:41:41.123Z`), as `EXT-X-PROGRAM-DATE-TIME` wants.
+pub fn iso8601_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let ms = unix_ms % 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, min, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Days since 1970-01-01 to a proleptic Gregorian civil date (eras of 400 years).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+}
+
 /// The ID3v2.4 tag at the start of a packed-audio segment: the Apple transport-stream timestamp
 /// of its first sample (PRIV `com.apple.streaming.transportStreamTimestamp`, 33-bit 90 kHz) and,
 /// when given, the now-playing title (TIT2) and artist (TPE1) as timed metadata.
 pub fn id3_tag(start: MediaTime, metadata: Option<&NowPlaying>) -> Vec<u8> {
+    id3(Some(start), metadata)
+}
+
+/// An ID3v2.4 tag with the now-playing title (TIT2) and artist (TPE1) only: the message of an
+/// fMP4 `emsg` timed-metadata event.
+pub fn id3_metadata_tag(metadata: &NowPlaying) -> Vec<u8> {
+    id3(None, Some(metadata))
+}
+
+fn id3(start: Option<MediaTime>, metadata: Option<&NowPlaying>) -> Vec<u8> {
     fn frame(out: &mut Vec<u8>, id: &[u8; 4], body: &[u8]) {
         out.extend_from_slice(id);
         out.extend_from_slice(&synchsafe(body.len() as u32));
@@ -604,10 +1028,12 @@ pub fn id3_tag(start: MediaTime, metadata: Option<&NowPlaying>) -> Vec<u8> {
         out.extend_from_slice(body);
     }
     let mut frames = Vec::with_capacity(96);
-    let mut priv_body = b"com.apple.streaming.transportStreamTimestamp\0".to_vec();
-    let ts = start.ticks_90k() & 0x1_FFFF_FFFF;
-    priv_body.extend_from_slice(&ts.to_be_bytes());
-    frame(&mut frames, b"PRIV", &priv_body);
+    if let Some(start) = start {
+        let mut priv_body = b"com.apple.streaming.transportStreamTimestamp\0".to_vec();
+        let ts = start.ticks_90k() & 0x1_FFFF_FFFF;
+        priv_body.extend_from_slice(&ts.to_be_bytes());
+        frame(&mut frames, b"PRIV", &priv_body);
+    }
     if let Some(np) = metadata {
         for (id, text) in [(b"TIT2", &np.title), (b"TPE1", &np.artist)] {
             if let Some(t) = text {
@@ -826,6 +1252,7 @@ mod tests {
             id: 7,
             msn: Some(0),
             part: Some(1),
+            skip: false,
         });
         let out = drain(&mut s);
         assert!(out.is_empty(), "held until the part lands: {out:?}");
@@ -846,6 +1273,7 @@ mod tests {
             id: 8,
             msn: Some(99),
             part: None,
+            skip: false,
         });
         assert!(matches!(
             drain(&mut s)[..],
@@ -865,6 +1293,7 @@ mod tests {
             id: 1,
             msn: Some(0),
             part: Some(0),
+            skip: false,
         });
         assert_eq!(
             s.poll_output(),
@@ -904,5 +1333,140 @@ mod tests {
         let pl = vod_playlist(&segs, "s", "mp3");
         assert!(pl.ends_with("#EXT-X-ENDLIST\n"));
         assert!(pl.contains("#EXT-X-TARGETDURATION:6\n"));
+    }
+
+    #[test]
+    fn iso8601_dates() {
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso8601_ms(1_795_995_701_007), "2026-11-29T23:41:41.007Z");
+        assert_eq!(iso8601_ms(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn delta_update_skips_segments_past_the_boundary() {
+        let t0 = Instant::now();
+        let mut cfg = SegmenterConfig::new(PackedCodec::AacLc);
+        cfg.target_duration = Duration::from_secs(1);
+        cfg.window = 20;
+        let mut s = Segmenter::new(cfg, t0);
+        // 15 segments of 44 frames (1.0216 s): 15.3 s listed; the boundary is 6 s.
+        feed(&mut s, t0, 15 * 44);
+        drain(&mut s);
+        let full = s.media_playlist();
+        assert!(full.contains("CAN-SKIP-UNTIL=6.0"), "advertised: {full}");
+        assert!(!full.contains("EXT-X-SKIP"));
+        let delta = s.playlist(true);
+        // Segments 0..=8 end more than 6 s before the end (15 - 9 = 6 segments remain past).
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=9\n"),
+            "{delta}"
+        );
+        assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+        assert!(!delta.contains("seg8.aac\n") && delta.contains("seg9.aac\n"));
+        // Off: no advertisement, no skipping.
+        s.config.delta_updates = false;
+        assert!(!s.playlist(true).contains("SKIP"));
+    }
+
+    #[test]
+    fn program_date_time_on_first_segment_and_after_discontinuities() {
+        let t0 = Instant::now();
+        let mut cfg = SegmenterConfig::new(PackedCodec::AacLc);
+        cfg.part_target = None;
+        cfg.delta_updates = false;
+        cfg.window = 3;
+        cfg.keep_after_window = 0;
+        let mut s = Segmenter::new(cfg, t0);
+        let anchor = 1_795_995_701_000u64;
+        s.handle_input(Input::WallClock {
+            now: t0,
+            unix_ms: anchor,
+        });
+        feed(&mut s, t0, 173 * 2);
+        let pl = s.media_playlist();
+        assert!(pl.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"), "{pl}");
+        assert_eq!(pl.matches("#EXT-X-PROGRAM-DATE-TIME").count(), 1, "{pl}");
+        assert!(pl.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:41.000Z\n#EXTINF"));
+        // A discontinuity with a new anchor an hour later.
+        s.handle_input(Input::Discontinuity {
+            now: t0,
+            unix_ms: Some(anchor + 3_600_000),
+        });
+        feed(&mut s, t0, 173 * 2);
+        let pl = s.media_playlist();
+        // Segment 0 left the window (3 listed): segment 1 is first and gets its own PDT,
+        // 4.017 s after the anchor.
+        assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{pl}");
+        assert!(
+            pl.contains(
+                "#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:45.017Z\n#EXTINF:4.01705,\nseg1.aac"
+            ),
+            "{pl}"
+        );
+        assert!(
+            pl.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:41:41.000Z\n#EXTINF:4.01705,\nseg2.aac"),
+            "{pl}"
+        );
+        assert!(!pl.contains("DISCONTINUITY-SEQUENCE"));
+        // Once the discontinuous segment leaves, the sequence counts it.
+        feed(&mut s, t0, 173 * 3);
+        let pl = s.media_playlist();
+        assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{pl}");
+        assert!(!pl.contains("#EXT-X-DISCONTINUITY\n"), "{pl}");
+    }
+
+    #[test]
+    fn fmp4_segments_are_fragments_behind_a_map() {
+        let t0 = Instant::now();
+        let track = Fmp4Track::aac_from_adts(&adts(300)).unwrap();
+        let mut s = Segmenter::new(SegmenterConfig::fmp4(track), t0);
+        assert_eq!(s.init_uri().as_deref(), Some("seginit.mp4"));
+        let init = s.init_segment().unwrap();
+        assert_eq!(&init[4..8], b"ftyp");
+        feed(&mut s, t0, 200);
+        let out = drain(&mut s);
+        assert!(out.contains(&Output::SegmentReady { msn: 0 }));
+        let pl = s.media_playlist();
+        assert!(pl.contains("#EXT-X-MAP:URI=\"seginit.mp4\"\n"), "{pl}");
+        assert_eq!(s.config().format.codecs(), "mp4a.40.2");
+        assert_eq!(s.config().format.content_type(), "audio/mp4");
+        let master = master_playlist(&[Rendition {
+            uri: "aac/index.m3u8".into(),
+            bandwidth: 140_000,
+            average_bandwidth: None,
+            codecs: s.config().format.codecs(),
+            name: None,
+        }]);
+        assert!(master.contains("CODECS=\"mp4a.40.2\""), "{master}");
+        assert!(
+            pl.contains("seg0.m4s\n") && pl.contains("URI=\"seg1.0.m4s\""),
+            "{pl}"
+        );
+        let seg = s.segment(0).unwrap();
+        assert_eq!(&seg[4..8], b"moof");
+        // 173 frames of 293 payload bytes (ADTS headers stripped) in 4 fragments.
+        let moofs = seg.windows(4).filter(|w| w == b"moof").count();
+        assert_eq!(moofs, 4);
+        // A frame at another rate or not ADTS is dropped with an output saying why.
+        s.handle_input(Input::Frame {
+            now: t0,
+            data: adts(300),
+            samples: 1024,
+            sample_rate: 48_000,
+        });
+        s.handle_input(Input::Frame {
+            now: t0,
+            data: Bytes::from_static(b"junk"),
+            samples: 1024,
+            sample_rate: 44_100,
+        });
+        let out = drain(&mut s);
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::FrameRejected { .. }))
+                .count(),
+            2
+        );
     }
 }

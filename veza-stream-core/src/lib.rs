@@ -8,7 +8,7 @@
 //! | [`frame`] | cuts MP3, ADTS AAC and Ogg byte streams into whole frames with durations |
 //! | [`live`] | a live stream's life, ingest, and the chunk ring its listeners read as cursors |
 //! | [`abr`] | bandwidth estimation and rendition choice (model-predictive control), for HLS and server-side switching |
-//! | [`hls`] | packed-audio HLS and LL-HLS segmenter, media/master/VOD playlists, blocking reload |
+//! | [`hls`] | HLS and LL-HLS segmenter (packed audio or fMP4), media/master/VOD playlists, blocking reload, delta updates, program date-time |
 //! | [`metadata`] | now-playing metadata and ICY `StreamTitle` blocks every `icy-metaint` bytes |
 //! | [`recording`] | a crash-safe recorder: write/sync/rename outputs, a journal, recovery planning |
 //! | [`cache`] | keys of transcoded audio and an LRU-by-bytes eviction policy |

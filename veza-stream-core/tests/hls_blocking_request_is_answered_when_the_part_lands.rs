@@ -51,6 +51,7 @@ fn blocking_request_is_answered_when_the_part_lands() {
                 id: next_id,
                 msn: Some(msn),
                 part: Some(part),
+                skip: false,
             });
         }
         loop {
@@ -94,6 +95,7 @@ fn blocking_request_is_answered_when_the_part_lands() {
         id: 999,
         msn: Some(ahead),
         part: Some(0),
+        skip: false,
     });
     let Output::Timeout(Some(deadline)) = seg.poll_output() else {
         panic!("a deadline is pending")

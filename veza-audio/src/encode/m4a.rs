@@ -48,7 +48,8 @@
 //! The `mp4` crate (0.14) writes only non-fragmented files through a `Write + Seek` writer
 //! (it seeks back to patch `mdat` and writes `moov` at the end), and its `ilst` writer knows
 //! only title, year, cover and description. Fragmented audio-only output with our `esds` and
-//! iTunes tags is a few fixed boxes, so a small box writer is simpler than a patched crate.
+//! iTunes tags is a few fixed boxes, so a small box writer is simpler than a patched crate. The
+//! box writer is [`crate::mp4`], shared with `veza-stream-core`'s fMP4 HLS segments.
 
 use bytes::BytesMut;
 
@@ -62,65 +63,11 @@ use crate::pcm::PcmBuffer;
 /// Longest tag value written, in bytes (longer values are cut at a character boundary).
 const MAX_TAG_BYTES: usize = 64 * 1024;
 
-/// Appends a box: size, type, then what `body` writes. Sizes are patched in afterwards.
-fn write_box(buf: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(kind);
-    body(buf);
-    // Every box here is bounded: headers, capped tags, and one fragment of at most a few MB.
-    let size = u32::try_from(buf.len() - start).expect("box below 4 GiB");
-    if let Some(field) = buf.get_mut(start..start + 4) {
-        field.copy_from_slice(&size.to_be_bytes());
-    }
-}
-
-/// Appends a full box (with version and 24-bit flags).
-fn write_full_box(
-    buf: &mut Vec<u8>,
-    kind: &[u8; 4],
-    version: u8,
-    flags: u32,
-    body: impl FnOnce(&mut Vec<u8>),
-) {
-    write_box(buf, kind, |b| {
-        b.push(version);
-        b.extend_from_slice(&flags.to_be_bytes()[1..]);
-        body(b);
-    });
-}
-
-fn u16be(b: &mut Vec<u8>, v: u16) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-fn u32be(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-fn u64be(b: &mut Vec<u8>, v: u64) {
-    b.extend_from_slice(&v.to_be_bytes());
-}
-
-/// The unity transformation matrix of `mvhd` and `tkhd`.
-fn matrix(b: &mut Vec<u8>) {
-    for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-        u32be(b, v);
-    }
-}
-
-/// An MPEG-4 descriptor: tag, length in the 4-byte expandable form, body (a few bytes here).
-fn descriptor(b: &mut Vec<u8>, tag: u8, body: &[u8]) {
-    let len = body.len() as u32;
-    b.push(tag);
-    b.extend_from_slice(&[
-        0x80 | ((len >> 21) & 0x7F) as u8,
-        0x80 | ((len >> 14) & 0x7F) as u8,
-        0x80 | ((len >> 7) & 0x7F) as u8,
-        (len & 0x7F) as u8,
-    ]);
-    b.extend_from_slice(body);
-}
+use crate::mp4::{
+    AudioSampleEntry, Fragment, put_u16 as u16be, put_u32 as u32be, put_u64 as u64be,
+    write_audio_sample_entry, write_box, write_fragment_header, write_full_box,
+    write_matrix as matrix, write_trex,
+};
 
 /// `value` cut to at most `MAX_TAG_BYTES` at a character boundary.
 fn capped(value: &str) -> &str {
@@ -322,13 +269,7 @@ fn write_moov(b: &mut Vec<u8>, h: &HeaderInfo<'_>) {
             if h.seekable {
                 write_full_box(b, b"mehd", 1, 0, |b| u64be(b, h.presentation_duration));
             }
-            write_full_box(b, b"trex", 0, 0, |b| {
-                u32be(b, 1); // track ID
-                u32be(b, 1); // sample description index
-                u32be(b, FRAME_LENGTH); // sample duration
-                u32be(b, 0); // sample size
-                u32be(b, 0x0200_0000); // flags: depends on no other sample (all are sync)
-            });
+            write_trex(b, 1, FRAME_LENGTH);
         });
         // Padding and length are unknown until the end (0 here; exact in the header patch).
         let padding = h
@@ -344,34 +285,11 @@ fn write_moov(b: &mut Vec<u8>, h: &HeaderInfo<'_>) {
 }
 
 fn write_mp4a(b: &mut Vec<u8>, h: &HeaderInfo<'_>, rate: u32, channels: u16) {
-    write_box(b, b"mp4a", |b| {
-        b.extend_from_slice(&[0; 6]);
-        u16be(b, 1); // data reference index
-        b.extend_from_slice(&[0; 8]);
-        u16be(b, channels);
-        u16be(b, 16); // sample size
-        u32be(b, 0);
-        // 16.16 fixed point; rates above 65535 Hz do not fit (the ASC has the real rate).
-        u32be(b, if rate <= 0xFFFF { rate << 16 } else { 0 });
-        write_full_box(b, b"esds", 0, 0, |b| {
-            let mut dsi = Vec::with_capacity(16);
-            descriptor(&mut dsi, 0x05, h.asc);
-            let mut dcd = Vec::with_capacity(32);
-            dcd.push(0x40); // object type: MPEG-4 audio
-            dcd.push(0x15); // stream type 5 (audio) << 2 | reserved bit
-            let buffer_size = 768 * u32::from(channels); // one access unit at most
-            dcd.extend_from_slice(&buffer_size.to_be_bytes()[1..]);
-            u32be(&mut dcd, h.avg_bitrate); // max bitrate
-            u32be(&mut dcd, h.avg_bitrate); // average bitrate (0: variable)
-            dcd.extend_from_slice(&dsi);
-            let mut es = Vec::with_capacity(48);
-            u16be(&mut es, 1); // ES ID
-            es.push(0); // flags
-            descriptor(&mut es, 0x04, &dcd);
-            descriptor(&mut es, 0x06, &[0x02]); // SL config: predefined MP4
-            descriptor(b, 0x03, &es);
-        });
-    });
+    let entry = AudioSampleEntry::Mp4a {
+        audio_specific_config: h.asc,
+        avg_bitrate: h.avg_bitrate,
+    };
+    write_audio_sample_entry(b, &entry, rate, channels);
 }
 
 /// Groups access units into `moof` + `mdat` fragments of about one second.
@@ -407,36 +325,18 @@ impl Fragmenter {
         let count = u32::try_from(self.sizes.len()).unwrap_or(u32::MAX);
         let b = &mut self.moof;
         b.clear();
-        let mut offset_at = 0;
-        write_box(b, b"moof", |b| {
-            write_full_box(b, b"mfhd", 0, 0, |b| u32be(b, self.sequence));
-            write_box(b, b"traf", |b| {
-                // Flags: default-base-is-moof | default-sample-duration-present.
-                write_full_box(b, b"tfhd", 0, 0x02_0008, |b| {
-                    u32be(b, 1);
-                    u32be(b, FRAME_LENGTH);
-                });
-                write_full_box(b, b"tfdt", 1, 0, |b| u64be(b, decode_time));
-                // Flags: data-offset-present | sample-size-present.
-                write_full_box(b, b"trun", 0, 0x00_0201, |b| {
-                    u32be(b, count);
-                    offset_at = b.len();
-                    u32be(b, 0); // data offset, set below
-                    for &size in &self.sizes {
-                        u32be(b, size);
-                    }
-                });
-            });
-        });
-        // The samples start right after the moof and the 8-byte mdat header.
-        let data_offset = u32::try_from(b.len() + 8).unwrap_or(u32::MAX);
-        if let Some(field) = b.get_mut(offset_at..offset_at + 4) {
-            field.copy_from_slice(&data_offset.to_be_bytes());
-        }
+        write_fragment_header(
+            b,
+            &Fragment {
+                sequence: self.sequence,
+                track_id: 1,
+                base_decode_time: decode_time,
+                default_sample_duration: FRAME_LENGTH,
+                sample_sizes: &self.sizes,
+                sample_durations: &[],
+            },
+        );
         out.extend_from_slice(b);
-        let mdat_size = u32::try_from(self.data.len() + 8).unwrap_or(u32::MAX);
-        out.extend_from_slice(&mdat_size.to_be_bytes());
-        out.extend_from_slice(b"mdat");
         out.extend_from_slice(&self.data);
         self.units_written += u64::from(count);
         self.data.clear();

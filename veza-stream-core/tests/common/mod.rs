@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(dead_code)]
 
+pub mod mp4;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
