@@ -662,3 +662,65 @@ async fn https_with_rustls_when_a_certificate_is_configured() {
     assert!(!String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn openapi_document_lists_every_route_and_the_docs_page_renders_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let r = call(&state, "GET", "/api-docs/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/api/v1/audio", "post"),
+        ("/api/v1/audio/{file_id}", "get"),
+        ("/api/v1/audio/{file_id}", "delete"),
+        ("/api/v1/audio/{file_id}/stream", "get"),
+        ("/api/v1/audio/{file_id}/analytics", "get"),
+        ("/api/v1/audio/transcode", "post"),
+        ("/api/v1/audio/compress", "post"),
+        ("/api/v1/jobs/{job_id}", "get"),
+        ("/api/v1/streams", "get"),
+        ("/api/v1/streams", "post"),
+        ("/api/v1/streams/{stream_id}", "get"),
+        ("/api/v1/streams/{stream_id}", "patch"),
+        ("/api/v1/streams/{stream_id}", "delete"),
+        ("/api/v1/streams/{stream_id}/analytics", "get"),
+        ("/api/v1/api-keys", "post"),
+        ("/api/v1/api-keys/{key_id}", "delete"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    // Every documented path answers something other than 404/405 from the router (the document
+    // is not describing routes that do not exist).
+    let alice = token(&state, "root", Role::Admin);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let uri = path
+                .replace("{file_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{stream_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{job_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{key_id}", "00000000-0000-4000-8000-000000000000")
+                .replace("{rendition}", "aac-128")
+                .replace("{segment}", "seg0.aac");
+            let r = call(&state, &method.to_uppercase(), &uri, Some(&alice), None).await;
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            if r.status == StatusCode::NOT_FOUND {
+                // A 404 must be the API's own (unknown id), not the router's.
+                assert_eq!(r.json()["error"]["code"], "not_found", "{method} {uri}");
+            }
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["AudioRecord"]["properties"]["loudness_lufs"].is_object());
+    let r = call(&state, "GET", "/api-docs", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = String::from_utf8(r.body).unwrap();
+    assert!(html.contains("/api-docs/openapi.json"));
+}

@@ -162,6 +162,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The error body of every failure (documentation schema).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of [`ErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable snake_case code (`not_found`, `validation_failed`, `unauthorized`, `forbidden`,
+    /// `rate_limited`, `payload_too_large`, `unsupported_media_type`, ...).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
 /// The success envelope `{"success": true, "data": ...}`.
 pub fn ok<T: serde::Serialize>(data: T) -> Json<serde_json::Value> {
     Json(json!({"success": true, "data": data}))

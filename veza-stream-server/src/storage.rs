@@ -26,7 +26,7 @@ pub struct Store {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// An uploaded audio file's record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AudioRecord {
     /// Its id (a UUID).
     pub id: String,
@@ -214,7 +214,7 @@ fn audio_from_row(r: &AnyRow) -> Result<AudioRecord, sqlx::Error> {
 }
 
 /// A processing job's record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// Its id (a UUID).
     pub id: String,
@@ -227,6 +227,7 @@ pub struct JobRecord {
     pub file_id: String,
     /// The request's parameters (JSON).
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Object)]
     pub params: String,
     /// "queued", "running", "done" or "failed".
     pub state: String,
@@ -351,7 +352,7 @@ fn job_from_row(r: &AnyRow) -> Result<JobRecord, sqlx::Error> {
 }
 
 /// A live stream's record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StreamRecord {
     /// Its id (a UUID).
     pub id: String,
@@ -509,7 +510,7 @@ fn stream_from_row(r: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
 }
 
 /// An API key's record (the key itself is never stored).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyRecord {
     /// Its id (a UUID).
     pub id: String,
@@ -605,7 +606,7 @@ fn api_key_from_row(r: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
 }
 
 /// Listening figures of a file or stream over a time range, from stored sessions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SessionStats {
     /// Sessions that started in the range (for files: plays).
     pub sessions: u64,
@@ -628,7 +629,7 @@ pub struct SessionStats {
 }
 
 /// One interval of [`SessionStats::series`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SeriesPoint {
     /// Interval start, Unix milliseconds.
     pub start_ms: i64,

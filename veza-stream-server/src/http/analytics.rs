@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, ErrorBody, ok};
 use crate::http::audio::{find, now_ms};
 use crate::state::AppState;
 
@@ -81,6 +81,11 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}/analytics", tag = "analytics",
+    description = "Plays, unique listeners, listening time, bytes and a series over a range (owner or admin).",
+    params(("file_id" = String, Path, description = "audio file id (UUID)"), ("from" = Option<String>, Query, description = "RFC 3339 or Unix ms; default 30 days before `to`"), ("to" = Option<String>, Query, description = "RFC 3339 or Unix ms, exclusive; default now"), ("interval" = Option<String>, Query, description = "hour or day (default)")),
+    responses((status = 200, description = "figures", body = crate::http::openapi::StatsEnvelope), (status = 403, description = "not the owner", body = ErrorBody), (status = 422, description = "bad range", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn audio(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,6 +111,11 @@ async fn audio(
     Ok(ok(doc).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/streams/{stream_id}/analytics", tag = "analytics",
+    description = "Listeners, peak, unique listeners, listening time over a range, and current listeners (owner or admin).",
+    params(("stream_id" = String, Path, description = "stream id (UUID)"), ("from" = Option<String>, Query, description = "RFC 3339 or Unix ms; default 30 days before `to`"), ("to" = Option<String>, Query, description = "RFC 3339 or Unix ms, exclusive; default now"), ("interval" = Option<String>, Query, description = "hour or day (default)")),
+    responses((status = 200, description = "figures", body = crate::http::openapi::StatsEnvelope), (status = 403, description = "not the owner", body = ErrorBody), (status = 422, description = "bad range", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,

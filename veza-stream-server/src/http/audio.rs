@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::auth::{Caller, ClientAddr, Role};
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, ErrorBody, ok};
 use crate::http::range::{self, RangeRequest};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -110,6 +110,12 @@ impl Drop for TempFile {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/audio", tag = "audio",
+    description = "Upload an audio file: raw body (`?name=`) or multipart field `file`. Streamed to disk; MAX_AUDIO_FILE_SIZE enforced while reading; content probed. Creator or admin.",
+    params(("name" = Option<String>, Query, description = "original file name (raw uploads)"), ("private" = Option<bool>, Query, description = "visible to its owner only")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "stored", body = crate::http::openapi::AudioEnvelope), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "not audio", body = ErrorBody), (status = 403, description = "not a creator", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -285,6 +291,11 @@ pub async fn find_visible(
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}", tag = "audio",
+    description = "Metadata: format, duration, rate, channels, loudness, tags.",
+    params(("file_id" = String, Path, description = "audio file id (UUID)")),
+    responses((status = 200, description = "the file", body = crate::http::openapi::AudioEnvelope), (status = 404, description = "unknown or private", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn metadata(
     State(state): State<AppState>,
     caller: Caller,
@@ -294,6 +305,11 @@ async fn metadata(
     Ok(ok(&r).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/audio/{file_id}", tag = "audio",
+    description = "Delete a file (owner or admin).",
+    params(("file_id" = String, Path, description = "audio file id (UUID)")),
+    responses((status = 204, description = "deleted"), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "unknown", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -332,6 +348,11 @@ pub fn output_content_type(f: veza_audio::OutputFormat) -> &'static str {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}/stream", tag = "audio",
+    description = "The original, or a transcode (through the cache, `X-Cache: HIT|MISS`), with Content-Length and byte ranges (206, 416).",
+    params(("file_id" = String, Path, description = "audio file id (UUID)"), ("format" = Option<String>, Query, description = "mp3, flac, aac, m4a, ogg, wav; absent: the original"), ("bitrate" = Option<u32>, Query, description = "kbit/s, 8 to 512"), ("Range" = Option<String>, Header, description = "one byte range")),
+    responses((status = 200, description = "the audio", content_type = "audio/*", body = Vec<u8>), (status = 206, description = "a byte range", body = Vec<u8>), (status = 416, description = "range outside the resource", body = ErrorBody), (status = 404, description = "unknown or private", body = ErrorBody), (status = 422, description = "bad format or bitrate", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, ErrorBody, ok};
 use crate::http::audio::{now_ms, parse_id};
 use crate::jobs::JobSpec;
 use crate::state::AppState;
@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST /api/v1/audio/transcode` body (architecture document).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TranscodeRequest {
     /// The source file.
@@ -40,7 +40,7 @@ pub struct TranscodeRequest {
 }
 
 /// `POST /api/v1/audio/compress` body (architecture document).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompressRequest {
     /// The source file.
@@ -134,6 +134,11 @@ async fn source(
     Ok(r)
 }
 
+#[utoipa::path(post, path = "/api/v1/audio/transcode", tag = "jobs",
+    description = "Start a transcode job (creator or admin); its result is a new file.",
+    request_body = TranscodeRequest,
+    responses((status = 202, description = "queued; Location: /api/v1/jobs/{id}", body = crate::http::openapi::JobEnvelope), (status = 404, description = "unknown source", body = ErrorBody), (status = 422, description = "bad request body", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn transcode(
     State(state): State<AppState>,
     caller: Caller,
@@ -159,6 +164,11 @@ async fn transcode(
     create(&state, &owner, &src.id, "transcode", spec).await
 }
 
+#[utoipa::path(post, path = "/api/v1/audio/compress", tag = "jobs",
+    description = "Start a compression job (quality preset low/medium/high); passes the source through when it already fits.",
+    request_body = CompressRequest,
+    responses((status = 202, description = "queued", body = crate::http::openapi::JobEnvelope), (status = 404, description = "unknown source", body = ErrorBody), (status = 422, description = "bad request body", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn compress(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,6 +198,11 @@ async fn compress(
     create(&state, &owner, &src.id, "compress", spec).await
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    description = "A job's state (queued, running, done, failed), progress and result file.",
+    params(("job_id" = String, Path, description = "job id (UUID)")),
+    responses((status = 200, description = "the job", body = crate::http::openapi::JobEnvelope), (status = 404, description = "unknown, or someone else's", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn get_job(
     State(state): State<AppState>,
     caller: Caller,

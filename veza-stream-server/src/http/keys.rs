@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{Caller, Role, new_api_key};
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, ErrorBody, ok};
 use crate::http::audio::now_ms;
 use crate::state::AppState;
 use crate::storage::{ApiKeyRecord, Store};
@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST /api/v1/api-keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// 1 to 100 characters.
@@ -69,6 +69,11 @@ pub async fn create_key(
     Ok((rec, key))
 }
 
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api keys",
+    description = "Create an API key (admin). The key is in the answer only.",
+    request_body = CreateKey,
+    responses((status = 201, description = "created; `key` holds the key", body = crate::http::openapi::KeyEnvelope), (status = 403, description = "not an admin", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -88,11 +93,18 @@ async fn create(
     Ok((StatusCode::CREATED, ok(doc)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api keys",
+    responses((status = 200, description = "every key, never the keys themselves", body = crate::http::openapi::KeyListEnvelope), (status = 403, description = "not an admin", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
     Ok(ok(state.store().list_api_keys().await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/api-keys/{key_id}", tag = "api keys",
+    params(("key_id" = String, Path, description = "key id (UUID)")),
+    responses((status = 204, description = "revoked"), (status = 404, description = "unknown or already revoked", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

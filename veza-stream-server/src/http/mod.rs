@@ -16,6 +16,7 @@ pub mod audio;
 pub mod hls;
 pub mod jobs;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod range;
 pub mod streams;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(ops::routes())
+        .merge(openapi::routes())
         // Preflight requests are answered before authentication.
         .layer(cors)
         .layer(middleware::from_fn(track_metrics));

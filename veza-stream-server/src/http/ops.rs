@@ -17,10 +17,12 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations", description = "Liveness.", responses((status = 200, description = "alive")))]
 async fn health() -> impl IntoResponse {
     crate::error::ok(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/ready", tag = "operations", description = "Readiness: each dependency's state.", responses((status = 200, description = "ready"), (status = 503, description = "a required dependency is down")))]
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.store().ping().await;
     let backend = match state.store().backend() {
@@ -44,6 +46,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", description = "Prometheus text format.", responses((status = 200, description = "metrics", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::metrics::update_process_gauges(state.config());
     (

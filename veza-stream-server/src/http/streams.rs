@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, ErrorBody, ok};
 use crate::http::audio::now_ms;
 use crate::metrics as m;
 use crate::state::AppState;
@@ -30,7 +30,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST /api/v1/streams` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStream {
     /// 1 to 200 characters.
@@ -44,7 +44,7 @@ pub struct CreateStream {
 }
 
 /// `PATCH /api/v1/streams/{id}` body: the fields to change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStream {
     /// 1 to 200 characters.
@@ -121,6 +121,11 @@ fn stream_id(id: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::NotFound("stream"))
 }
 
+#[utoipa::path(post, path = "/api/v1/streams", tag = "streams",
+    description = "Create a live stream (creator or admin). The answer holds the ingest key, shown once.",
+    request_body = CreateStream,
+    responses((status = 201, description = "created", body = crate::http::openapi::StreamEnvelope), (status = 422, description = "bad request body", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +175,10 @@ pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<StreamR
     Ok(s)
 }
 
+#[utoipa::path(get, path = "/api/v1/streams/{stream_id}", tag = "streams",
+    params(("stream_id" = String, Path, description = "stream id (UUID)")),
+    responses((status = 200, description = "the stream", body = crate::http::openapi::StreamEnvelope), (status = 404, description = "unknown or private", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +188,11 @@ async fn read(
     Ok(ok(document(&s)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/streams", tag = "streams",
+    description = "Streams the caller may see, newest first.",
+    params(("page" = Option<i64>, Query, description = "from 1"), ("per_page" = Option<i64>, Query, description = "1 to 100, default 20")),
+    responses((status = 200, description = "a page: items, page, per_page, total", body = crate::http::openapi::StreamPageEnvelope), (status = 422, description = "bad paging", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,6 +218,11 @@ async fn list(
     )
 }
 
+#[utoipa::path(patch, path = "/api/v1/streams/{stream_id}", tag = "streams",
+    description = "Change a stream (owner or admin).",
+    params(("stream_id" = String, Path, description = "stream id (UUID)")), request_body = UpdateStream,
+    responses((status = 200, description = "the stream", body = crate::http::openapi::StreamEnvelope), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "unknown", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,6 +249,11 @@ async fn update(
     Ok(ok(document(&s)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/streams/{stream_id}", tag = "streams",
+    description = "Delete a stream (owner or admin).",
+    params(("stream_id" = String, Path, description = "stream id (UUID)")),
+    responses((status = 204, description = "deleted"), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "unknown", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
