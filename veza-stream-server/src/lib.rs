@@ -7,7 +7,8 @@
 //!
 //! Status: configuration, storage with migrations, audio upload/metadata/delete/ranged
 //! streaming, health, readiness and metrics are here; transcoding jobs, the transcode cache,
-//! HLS VOD, streams, analytics, events, auth and live delivery are being built (see the issues).
+//! HLS VOD, streams, events (in process or NATS), the shared cache index (Redis), analytics, auth
+//! and live delivery are being built (see the issues).
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
@@ -49,11 +51,23 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         .await
         .with_context(|| "cannot open the database (DATABASE_URL)".to_string())?;
     let handle = metrics::install().map_err(anyhow::Error::msg)?;
-    let cache = cache::TranscodeCache::open(&config.cache_dir, config.cache_max_bytes)
-        .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?;
+    let cache = match &config.redis_url {
+        None => cache::TranscodeCache::open(&config.cache_dir, config.cache_max_bytes),
+        Some(url) => {
+            cache::TranscodeCache::open_shared(
+                &config.cache_dir,
+                config.cache_max_bytes,
+                url,
+                &config.redis_key_prefix,
+            )
+            .await
+        }
+    }
+    .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?;
+    let events = events::Events::from_config(&config);
     let workers = config.job_workers;
     let (jobs, queue) = jobs::Jobs::new();
-    let state = AppState::new(config, store, handle, cache, jobs);
+    let state = AppState::new(config, store, handle, cache, jobs, events);
     jobs::spawn_dispatcher(state.clone(), queue, workers);
     Ok(state)
 }

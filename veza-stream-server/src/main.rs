@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let state_events = state.events().clone();
     let running = match start(state).await {
         Ok(r) => r,
         Err(e) => {
@@ -43,7 +44,15 @@ async fn main() -> ExitCode {
     tracing::info!(addr = %running.addr, "veza-stream-server listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
-    match running.stop().await {
+    let events = state_events;
+    let stopped = running.stop().await;
+    if !events.flush(std::time::Duration::from_secs(5)).await {
+        tracing::warn!(
+            buffered = events.status().buffered,
+            "events not sent to NATS before exit"
+        );
+    }
+    match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("veza-stream-server: {e}");

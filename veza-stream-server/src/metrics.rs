@@ -28,6 +28,12 @@ pub const MEMORY_USAGE: &str = "veza_memory_usage_bytes";
 pub const CPU_USAGE: &str = "veza_cpu_usage_percent";
 /// Bytes used by uploads and cache on disk.
 pub const DISK_USAGE: &str = "veza_disk_usage_bytes";
+/// Events published, by `subject`.
+pub const EVENTS_PUBLISHED: &str = "veza_events_published_total";
+/// Events dropped because the NATS buffer was full.
+pub const EVENTS_DROPPED: &str = "veza_events_dropped_total";
+/// Events waiting for NATS.
+pub const EVENTS_BUFFERED: &str = "veza_events_buffered";
 
 /// Installs the recorder (once per process; later calls reuse it) and returns its handle.
 ///

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::TranscodeCache;
 use crate::config::Config;
+use crate::events::Events;
 use crate::jobs::Jobs;
 use crate::storage::Store;
 
@@ -21,6 +22,7 @@ struct Inner {
     metrics: PrometheusHandle,
     cache: TranscodeCache,
     jobs: Jobs,
+    events: Events,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
         metrics: PrometheusHandle,
         cache: TranscodeCache,
         jobs: Jobs,
+        events: Events,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -39,6 +42,7 @@ impl AppState {
                 metrics,
                 cache,
                 jobs,
+                events,
             }),
         }
     }
@@ -61,6 +65,11 @@ impl AppState {
     /// The job queue.
     pub fn jobs(&self) -> &Jobs {
         &self.inner.jobs
+    }
+
+    /// The events (in-process bus, and NATS when configured).
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     /// The Prometheus handle (renders `/metrics`).

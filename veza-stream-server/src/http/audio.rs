@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::error::{ApiError, ok};
+use crate::events::Subject;
 use crate::http::range::{self, RangeRequest};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -189,6 +190,7 @@ async fn upload(
     };
     state.store().insert_audio(&record).await?;
     guard.0 = None;
+    state.events().publish(Subject::AudioUploaded, crate::events::audio_data(&record));
     metrics::counter!(m::AUDIO_FILES_PROCESSED).increment(1);
     metrics::histogram!(m::AUDIO_PROCESSING_DURATION).record(started.elapsed().as_secs_f64());
     let mut resp = (StatusCode::CREATED, ok(&record)).into_response();
@@ -283,6 +285,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let r = find(&state, &file_id).await?;
     state.store().delete_audio(&r.id).await?;
+    state.events().publish(Subject::AudioDeleted, serde_json::json!({"file_id": r.id}));
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

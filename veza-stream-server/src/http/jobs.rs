@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ok};
+use crate::events::Subject;
 use crate::http::audio::{now_ms, parse_id};
 use crate::jobs::JobSpec;
 use crate::state::AppState;
@@ -108,6 +109,7 @@ async fn create(
     };
     state.store().insert_job(&job).await?;
     state.jobs().submit(&job.id);
+    state.events().publish(Subject::JobQueued, crate::events::job_data(&job));
     let mut resp = (StatusCode::ACCEPTED, ok(&job)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
