@@ -111,7 +111,11 @@ impl Service {
             port.to_string(),
         ];
         if let Some(dir) = store {
-            args.extend(["-js".to_owned(), "-sd".to_owned(), dir.display().to_string()]);
+            args.extend([
+                "-js".to_owned(),
+                "-sd".to_owned(),
+                dir.display().to_string(),
+            ]);
         }
         Self {
             child: None,
@@ -258,7 +262,10 @@ fn check_envelope(v: &Value) {
     assert_eq!(&id[14..15], "4", "a UUID v4: {v}");
     let ts = v["timestamp"].as_str().unwrap();
     assert!(ts.ends_with('Z') && ts.contains('T'), "RFC 3339: {v}");
-    assert!(v["timestamp_ms"].as_i64().unwrap() > 1_600_000_000_000, "{v}");
+    assert!(
+        v["timestamp_ms"].as_i64().unwrap() > 1_600_000_000_000,
+        "{v}"
+    );
     assert!(v["data"].is_object(), "{v}");
 }
 
@@ -338,7 +345,11 @@ async fn upload_job_and_stream_events_reach_nats() {
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = call(&state, Request::delete(&url).body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    for subject in ["veza.stream.created", "veza.stream.updated", "veza.stream.deleted"] {
+    for subject in [
+        "veza.stream.created",
+        "veza.stream.updated",
+        "veza.stream.deleted",
+    ] {
         let v = next_matching(&mut sub, subject, |s, v| {
             s.starts_with("veza.stream.") && v["data"]["id"] == sid.as_str()
         })
@@ -375,7 +386,9 @@ async fn upload_job_and_stream_events_reach_nats() {
 
 /// Reads messages 1..=n of the `VEZA_EVENTS` stream of the NATS at `port`.
 async fn stored_events(port: u16, n: u64) -> Vec<Value> {
-    let client = async_nats::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let client = async_nats::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("VEZA_EVENTS").await.unwrap();
     let info = stream.info().await.unwrap();
@@ -412,7 +425,11 @@ async fn events_wait_for_nats_and_arrive_in_order() {
 
     // NATS comes: the buffer is sent.
     nats.start();
-    assert!(events.flush(Duration::from_secs(30)).await, "{:?}", events.status());
+    assert!(
+        events.flush(Duration::from_secs(30)).await,
+        "{:?}",
+        events.status()
+    );
     wait_ready(&state, "nats", "up").await;
 
     // NATS goes: events wait, in order.
@@ -422,15 +439,26 @@ async fn events_wait_for_nats_and_arrive_in_order() {
         events.publish(Subject::StreamUpdated, json!({ "n": n }));
     }
     let (s, _, v) = get(&state, "/ready").await;
-    assert_eq!(s, StatusCode::OK, "only an optional dependency is down: {v}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "only an optional dependency is down: {v}"
+    );
     assert_eq!(v["data"]["dependencies"]["nats"]["buffered"], 50, "{v}");
     assert_eq!(v["data"]["degraded_dependencies"], json!(["nats"]), "{v}");
 
     // NATS is back on the same port (same store): everything arrives, in order, once.
     nats.start();
-    assert!(events.flush(Duration::from_secs(30)).await, "{:?}", events.status());
+    assert!(
+        events.flush(Duration::from_secs(30)).await,
+        "{:?}",
+        events.status()
+    );
     let stored = stored_events(port, 52).await;
-    let ns: Vec<i64> = stored.iter().map(|v| v["data"]["n"].as_i64().unwrap()).collect();
+    let ns: Vec<i64> = stored
+        .iter()
+        .map(|v| v["data"]["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(ns, (0..52).collect::<Vec<_>>());
     assert!(stored.iter().all(|v| v["subject"] == "veza.stream.updated"));
     assert_eq!(events.status().dropped, 0);
@@ -463,7 +491,11 @@ async fn a_full_buffer_drops_the_oldest_and_counts_them() {
         .unwrap();
     assert!(dropped >= 3.0, "{text}");
     nats.start();
-    assert!(events.flush(Duration::from_secs(30)).await, "{:?}", events.status());
+    assert!(
+        events.flush(Duration::from_secs(30)).await,
+        "{:?}",
+        events.status()
+    );
     let ns: Vec<i64> = stored_events(port, 5)
         .await
         .iter()
@@ -482,7 +514,9 @@ async fn without_jetstream_events_use_core_publish() {
         c.nats_url = Some(format!("nats://127.0.0.1:{port}"));
     })
     .await;
-    let client = async_nats::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let client = async_nats::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     let mut sub = client.subscribe("veza.stream.>").await.unwrap();
     client.flush().await.unwrap();
     for n in 0..20 {
@@ -500,8 +534,14 @@ async fn without_jetstream_events_use_core_publish() {
 
 fn key(i: u8) -> veza_stream_core::cache::CacheKey {
     let hash = format!("{i:02x}").repeat(16);
-    veza_stream_core::cache::CacheKey::try_new(&hash, veza_audio::OutputFormat::Wav, None, None, None)
-        .unwrap()
+    veza_stream_core::cache::CacheKey::try_new(
+        &hash,
+        veza_audio::OutputFormat::Wav,
+        None,
+        None,
+        None,
+    )
+    .unwrap()
 }
 
 /// Makes `key` with `bytes` bytes through `cache`; returns whether it was a hit.
@@ -530,7 +570,11 @@ async fn clear_prefix(url: &str, prefix: &str) {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut c)
+            .await
+            .unwrap();
     }
 }
 
@@ -594,7 +638,10 @@ async fn serving_goes_on_while_redis_is_down() {
     let file = upload(&state, &corpus.join("mp3/androidx-bear-id3.mp3")).await;
     let wav = format!("/api/v1/audio/{file}/stream?format=wav");
     let (s, h, _) = get(&state, &wav).await;
-    assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "MISS"));
+    assert_eq!(
+        (s, h["x-cache"].to_str().unwrap()),
+        (StatusCode::OK, "MISS")
+    );
 
     redis_srv.stop();
     // Still served, from the local index.
@@ -607,7 +654,10 @@ async fn serving_goes_on_while_redis_is_down() {
     // A new transcode while Redis is down.
     let mp3 = format!("/api/v1/audio/{file}/stream?format=mp3&bitrate=64");
     let (s, h, _) = get(&state, &mp3).await;
-    assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "MISS"));
+    assert_eq!(
+        (s, h["x-cache"].to_str().unwrap()),
+        (StatusCode::OK, "MISS")
+    );
     let (s, h, _) = get(&state, &mp3).await;
     assert_eq!((s, h["x-cache"].to_str().unwrap()), (StatusCode::OK, "HIT"));
 

@@ -222,7 +222,13 @@ impl TranscodeCache {
 
     /// Records an access or insert in Redis and deletes what it evicts; while Redis is down,
     /// deletes what the local index evicts instead.
-    async fn record_shared(&self, sh: &Arc<Shared>, name: &str, len: u64, local_evicted: Vec<String>) {
+    async fn record_shared(
+        &self,
+        sh: &Arc<Shared>,
+        name: &str,
+        len: u64,
+        local_evicted: Vec<String>,
+    ) {
         let evicted = if sh.up.load(Ordering::Relaxed) {
             match sh.index.record(name, len).await {
                 Ok(ev) => ev,

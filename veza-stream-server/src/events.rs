@@ -142,6 +142,9 @@ pub struct EventsStatus {
     pub buffered: usize,
     /// Events dropped because the buffer was full, since start.
     pub dropped: u64,
+    /// Why the last attempt to reach NATS failed, while it fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The events handle. Cheap to clone.
@@ -219,6 +222,7 @@ impl Events {
                 mode: None,
                 buffered: 0,
                 dropped: 0,
+                last_error: None,
             },
             Some(n) => n.status(),
         }

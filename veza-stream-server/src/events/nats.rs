@@ -63,6 +63,7 @@ struct Shared {
     up: AtomicBool,
     dropped: AtomicU64,
     closed: AtomicBool,
+    last_error: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -87,6 +88,7 @@ impl NatsSink {
             up: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            last_error: Mutex::new(None),
         });
         metrics::counter!(m::EVENTS_DROPPED).increment(0);
         metrics::gauge!(m::EVENTS_BUFFERED).set(0.0);
@@ -138,6 +140,11 @@ impl NatsSink {
             }),
             buffered: s.len(),
             dropped: s.dropped.load(Ordering::Relaxed),
+            last_error: if up {
+                None
+            } else {
+                s.last_error.lock().ok().and_then(|e| e.clone())
+            },
         }
     }
 
@@ -193,6 +200,9 @@ impl Shared {
 
     /// Records whether NATS works, logging once per change.
     fn set_up(&self, up: bool, why: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = (!up).then(|| why.to_owned());
+        }
         let was = self.up.swap(up, Ordering::Relaxed);
         if was && !up {
             tracing::warn!(
@@ -222,6 +232,7 @@ async fn run(shared: Arc<Shared>, url: String) {
                 let Some(s) = weak.upgrade() else { return };
                 match event {
                     async_nats::Event::Connected => {
+                        s.set_up(true, "");
                         s.recheck.store(true, Ordering::Relaxed);
                         s.wake.notify_one();
                     }
@@ -248,25 +259,27 @@ async fn run(shared: Arc<Shared>, url: String) {
         let wake = shared.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        if shared.len() == 0 {
-            wake.await;
-            continue;
-        }
-        if client.connection_state() != State::Connected {
-            shared.set_up(false, "not connected");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        if shared.recheck.swap(false, Ordering::Relaxed) {
+        let connected = client.connection_state() == State::Connected;
+        if connected && shared.recheck.swap(false, Ordering::Relaxed) {
             match detect_mode(&js).await {
-                Some(mode) => shared.mode.store(mode, Ordering::Relaxed),
-                None => {
+                Ok(mode) => shared.mode.store(mode, Ordering::Relaxed),
+                Err(why) => {
+                    shared.set_up(false, &why);
                     shared.recheck.store(true, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
+        }
+        if shared.len() == 0 {
+            wake.await;
+            continue;
+        }
+        if !connected {
+            shared.set_up(false, "not connected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
         let batch = shared.front(BATCH);
         let (last, error) = match shared.mode.load(Ordering::Relaxed) {
@@ -293,21 +306,10 @@ async fn run(shared: Arc<Shared>, url: String) {
     }
 }
 
-/// JetStream when the account has it (creating the stream if missing), core otherwise; `None`
+/// JetStream when the account has it (creating the stream if missing), core otherwise; an error
 /// when NATS did not answer (try again later).
-async fn detect_mode(js: &jetstream::Context) -> Option<u8> {
-    use jetstream::context::{AccountErrorKind, CreateStreamErrorKind};
-    match js.query_account().await {
-        Ok(_) => {}
-        Err(e) if e.kind() == AccountErrorKind::JetStreamUnavailable => {
-            tracing::info!("NATS has no JetStream: events use core publish (not acknowledged)");
-            return Some(MODE_CORE);
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "JetStream account query failed");
-            return None;
-        }
-    }
+async fn detect_mode(js: &jetstream::Context) -> Result<u8, String> {
+    use jetstream::context::CreateStreamErrorKind;
     let config = jetstream::stream::Config {
         name: STREAM_NAME.to_owned(),
         subjects: STREAM_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
@@ -318,17 +320,26 @@ async fn detect_mode(js: &jetstream::Context) -> Option<u8> {
     };
     match js.get_or_create_stream(config).await {
         Ok(_) => {
-            tracing::info!(stream = STREAM_NAME, "events go to JetStream (acknowledged)");
-            Some(MODE_JETSTREAM)
+            tracing::info!(
+                stream = STREAM_NAME,
+                "events go to JetStream (acknowledged)"
+            );
+            Ok(MODE_JETSTREAM)
         }
-        Err(e) if e.kind() == CreateStreamErrorKind::TimedOut => None,
+        Err(e) if e.kind() == CreateStreamErrorKind::JetStreamUnavailable => {
+            tracing::info!("NATS has no JetStream: events use core publish (not acknowledged)");
+            Ok(MODE_CORE)
+        }
+        Err(e) if e.kind() == CreateStreamErrorKind::TimedOut => {
+            Err(format!("creating the JetStream stream timed out: {e}"))
+        }
         Err(e) => {
             tracing::warn!(
                 error = %e,
                 stream = STREAM_NAME,
                 "cannot create the JetStream stream: events use core publish (not acknowledged)"
             );
-            Some(MODE_CORE)
+            Ok(MODE_CORE)
         }
     }
 }
@@ -394,10 +405,7 @@ async fn send_core(
 ) -> (Option<u64>, Option<SendError>) {
     let mut last = None;
     for (seq, event) in batch {
-        if let Err(e) = client
-            .publish(event.subject.clone(), payload(event))
-            .await
-        {
+        if let Err(e) = client.publish(event.subject.clone(), payload(event)).await {
             return (
                 None,
                 Some(SendError {

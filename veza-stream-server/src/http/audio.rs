@@ -190,7 +190,9 @@ async fn upload(
     };
     state.store().insert_audio(&record).await?;
     guard.0 = None;
-    state.events().publish(Subject::AudioUploaded, crate::events::audio_data(&record));
+    state
+        .events()
+        .publish(Subject::AudioUploaded, crate::events::audio_data(&record));
     metrics::counter!(m::AUDIO_FILES_PROCESSED).increment(1);
     metrics::histogram!(m::AUDIO_PROCESSING_DURATION).record(started.elapsed().as_secs_f64());
     let mut resp = (StatusCode::CREATED, ok(&record)).into_response();
@@ -285,7 +287,9 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let r = find(&state, &file_id).await?;
     state.store().delete_audio(&r.id).await?;
-    state.events().publish(Subject::AudioDeleted, serde_json::json!({"file_id": r.id}));
+    state
+        .events()
+        .publish(Subject::AudioDeleted, serde_json::json!({"file_id": r.id}));
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

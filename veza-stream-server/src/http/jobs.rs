@@ -109,7 +109,9 @@ async fn create(
     };
     state.store().insert_job(&job).await?;
     state.jobs().submit(&job.id);
-    state.events().publish(Subject::JobQueued, crate::events::job_data(&job));
+    state
+        .events()
+        .publish(Subject::JobQueued, crate::events::job_data(&job));
     let mut resp = (StatusCode::ACCEPTED, ok(&job)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
         resp.headers_mut().insert(header::LOCATION, v);

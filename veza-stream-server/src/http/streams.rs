@@ -227,6 +227,8 @@ async fn remove(
     if !state.store().delete_stream(&id).await? {
         return Err(ApiError::NotFound("stream"));
     }
-    state.events().publish(Subject::StreamDeleted, json!({"id": id}));
+    state
+        .events()
+        .publish(Subject::StreamDeleted, json!({"id": id}));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
