@@ -277,3 +277,49 @@ pub fn job_data(j: &crate::storage::JobRecord) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_distinct_and_named_veza() {
+        let names: std::collections::HashSet<&str> =
+            Subject::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), Subject::ALL.len());
+        assert!(names.iter().all(|n| n.starts_with("veza.")));
+        assert_eq!(Subject::JobDone.to_string(), "veza.job.done");
+    }
+
+    #[tokio::test]
+    async fn in_process_subscribers_get_the_envelope() {
+        let events = Events::in_process();
+        let mut rx = events.subscribe();
+        events.publish(Subject::AudioUploaded, serde_json::json!({"file_id": "f"}));
+        let e = rx.recv().await.unwrap();
+        assert_eq!(e.subject, "veza.audio.uploaded");
+        assert_eq!(e.data["file_id"], "f");
+        assert!(uuid::Uuid::parse_str(&e.id).is_ok());
+        let t = humantime::parse_rfc3339(&e.timestamp).unwrap();
+        let ms = t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        assert_eq!(i64::try_from(ms).unwrap(), e.timestamp_ms);
+        let json: Value = serde_json::to_value(&*e).unwrap();
+        for k in ["id", "subject", "timestamp", "timestamp_ms", "data"] {
+            assert!(json.get(k).is_some(), "{k} in {json}");
+        }
+        assert_eq!(events.status().backend, "in-process");
+    }
+
+    #[tokio::test]
+    async fn unreachable_nats_buffers_and_drops_the_oldest() {
+        // Nothing listens on port 1.
+        let events = Events::with_nats("nats://127.0.0.1:1", 2);
+        for n in 0..3 {
+            events.publish(Subject::JobQueued, serde_json::json!({ "n": n }));
+        }
+        let s = events.status();
+        assert_eq!((s.backend, s.state), ("nats", "down"));
+        assert_eq!((s.buffered, s.dropped), (2, 1));
+        assert!(!events.flush(Duration::from_millis(10)).await);
+    }
+}
