@@ -626,14 +626,17 @@ async fn serving_goes_on_while_redis_is_down() {
     let Some(corpus) = corpus_dir() else { return };
     let port = free_port();
     let mut redis_srv = Service::redis(port);
-    redis_srv.start();
     let url = format!("redis://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
+    // The server starts with Redis down, and says so.
     let state = state_with(dir.path(), |c| {
         c.redis_url = Some(url.clone());
         c.redis_key_prefix = unique_prefix();
     })
     .await;
+    let v = wait_ready(&state, "redis", "degraded").await;
+    assert_eq!(v["data"]["degraded_dependencies"], json!(["redis"]), "{v}");
+    redis_srv.start();
     wait_ready(&state, "redis", "up").await;
     let file = upload(&state, &corpus.join("mp3/androidx-bear-id3.mp3")).await;
     let wav = format!("/api/v1/audio/{file}/stream?format=wav");
