@@ -10,7 +10,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn".into()
+                // async_nats logs each reconnection attempt; the server logs an outage once.
+                "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn,async_nats=warn"
+                    .into()
             }),
         )
         .init();

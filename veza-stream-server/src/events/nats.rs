@@ -85,7 +85,8 @@ impl NatsSink {
             client: OnceLock::new(),
             mode: AtomicU8::new(MODE_UNKNOWN),
             recheck: AtomicBool::new(true),
-            up: AtomicBool::new(false),
+            // "Was up" at start, so that NATS down at start is logged (once) like an outage.
+            up: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -237,6 +238,7 @@ async fn run(shared: Arc<Shared>, url: String) {
                         s.wake.notify_one();
                     }
                     async_nats::Event::Disconnected => s.set_up(false, "disconnected"),
+                    async_nats::Event::ClientError(e) => s.set_up(false, &e.to_string()),
                     _ => {}
                 }
             }

@@ -65,6 +65,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 "mode": ev.mode,
                 "buffered": ev.buffered,
                 "dropped": ev.dropped,
+                "last_error": ev.last_error,
                 "note": (!up).then_some("events are buffered until NATS is back"),
             }),
         );
