@@ -240,7 +240,7 @@ impl TranscodeCache {
         } else {
             local_evicted
         };
-        for old in evicted {
+        for old in evicted.into_iter().filter(|n| is_entry_name(n)) {
             if let Ok(mut p) = self.policy.lock() {
                 p.remove(&old);
             }
@@ -333,9 +333,21 @@ async fn resync(sh: &Shared) -> Result<(), redis::RedisError> {
         .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?
         .map_err(redis::RedisError::from)?;
     for old in sh.index.resync(&files).await? {
-        let _ = tokio::fs::remove_file(sh.dir.join(old)).await;
+        if is_entry_name(&old) {
+            let _ = tokio::fs::remove_file(sh.dir.join(old)).await;
+        }
     }
     Ok(())
+}
+
+/// Whether a name from Redis can be an entry of the directory (no path, no hidden file): what
+/// Redis says to delete is deleted only then.
+fn is_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// The finished entries of a cache directory: (name, bytes).
@@ -391,4 +403,25 @@ fn start_recovery(sh: &Arc<Shared>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_entry_names_are_deleted() {
+        let key = CacheKey::try_new(
+            &"ab".repeat(32),
+            veza_audio::OutputFormat::Mp3,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(is_entry_name(&key.file_name()));
+        for bad in ["", "../x", "a/b", ".hidden", "/etc/passwd", "a\\b"] {
+            assert!(!is_entry_name(bad), "{bad}");
+        }
+    }
 }
