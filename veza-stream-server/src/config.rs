@@ -38,6 +38,11 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// NATS for events and live relay (`NATS_URL`; default none: in-process bus).
     pub nats_url: Option<String>,
+    /// Prefix of the Redis keys (`REDIS_KEY_PREFIX`, default `veza:`).
+    pub redis_key_prefix: String,
+    /// Events kept while NATS is unreachable (`EVENT_BUFFER_SIZE`, default 10000; the oldest
+    /// is dropped past it).
+    pub event_buffer_size: usize,
     /// Transcode cache (`AUDIO_CACHE_DIR`, default `<data>/cache`).
     pub cache_dir: PathBuf,
     /// Cache budget in bytes (`AUDIO_CACHE_MAX_SIZE`, default 1GB).
@@ -227,6 +232,17 @@ impl Config {
         };
         let redis_url = url("REDIS_URL", &["redis://", "rediss://"])?;
         let nats_url = url("NATS_URL", &["nats://", "tls://"])?;
+        let redis_key_prefix = val("REDIS_KEY_PREFIX").unwrap_or_else(|| "veza:".into());
+        if redis_key_prefix.len() > 128 || redis_key_prefix.chars().any(char::is_whitespace) {
+            return Err(bad(
+                "REDIS_KEY_PREFIX",
+                "must be at most 128 characters without spaces",
+            ));
+        }
+        let event_buffer_size = num("EVENT_BUFFER_SIZE", val("EVENT_BUFFER_SIZE"), 10_000usize)?;
+        if !(1..=10_000_000).contains(&event_buffer_size) {
+            return Err(bad("EVENT_BUFFER_SIZE", "must be between 1 and 10000000"));
+        }
         let cache_dir =
             val("AUDIO_CACHE_DIR").map_or_else(|| data_dir.join("cache"), PathBuf::from);
         let upload_dir =
@@ -374,6 +390,8 @@ impl Config {
             database_url,
             redis_url,
             nats_url,
+            redis_key_prefix,
+            event_buffer_size,
             cache_dir,
             cache_max_bytes,
             upload_dir,
@@ -480,6 +498,9 @@ mod tests {
             ("RATE_LIMIT_PER_IP", "fast"),
             ("ALLOW_ANONYMOUS", "maybe"),
             ("CORS_ALLOWED_ORIGINS", "example.com"),
+            ("NATS_URL", "http://x"),
+            ("EVENT_BUFFER_SIZE", "0"),
+            ("EVENT_BUFFER_SIZE", "many"),
         ] {
             let e = from(&[(k, v)]).unwrap_err();
             assert_eq!(e.setting, k, "{e}");

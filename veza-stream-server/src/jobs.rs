@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::ApiError;
+use crate::events::{Subject, audio_data, job_data};
 use crate::http::audio::{now_ms, probe};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -126,11 +127,17 @@ async fn run(state: &AppState, id: &str) {
     let _ = store
         .update_job(id, "running", 0.0, None, None, None, now_ms())
         .await;
+    let mut job = job;
+    job.state = "running".into();
+    state.events().publish(Subject::JobRunning, job_data(&job));
     let outcome = execute(state, &job.file_id, &job.params, id, job.owner.as_deref()).await;
     state.jobs().set_progress(id, None);
     let now = now_ms();
     let r = match outcome {
         Ok((result, note)) => {
+            job.state = "done".into();
+            job.result_file_id = Some(result.clone());
+            job.note = note.clone();
             store
                 .update_job(id, "done", 1.0, Some(&result), note.as_deref(), None, now)
                 .await
@@ -138,13 +145,17 @@ async fn run(state: &AppState, id: &str) {
         Err(e) => {
             let msg = e.to_string();
             tracing::warn!(job = id, error = %msg, "job failed");
+            job.state = "failed".into();
+            job.error = Some(msg.clone());
             store
                 .update_job(id, "failed", 0.0, None, None, Some(&msg), now)
                 .await
         }
     };
-    if let Err(e) = r {
-        tracing::error!(job = id, error = %e, "cannot record the job's outcome");
+    match r {
+        Ok(()) if job.state == "done" => state.events().publish(Subject::JobDone, job_data(&job)),
+        Ok(()) => state.events().publish(Subject::JobFailed, job_data(&job)),
+        Err(e) => tracing::error!(job = id, error = %e, "cannot record the job's outcome"),
     }
 }
 
@@ -207,6 +218,10 @@ async fn execute(
         let _ = tokio::fs::remove_file(&path).await;
         return Err(e.into());
     }
+    let mut data = audio_data(&record);
+    data["source_file_id"] = serde_json::json!(src.id);
+    data["job_id"] = serde_json::json!(job_id);
+    state.events().publish(Subject::AudioProcessed, data);
     Ok((new_id, note))
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Status: configuration, storage with migrations, audio upload/metadata/delete/ranged
 //! streaming, health, readiness and metrics are here; transcoding jobs, the transcode cache,
-//! HLS VOD, streams, analytics, events, auth and live delivery are being built (see the issues).
+//! HLS VOD, streams, events (in process or NATS), the shared cache index (Redis), analytics, auth
+//! and live delivery are being built (see the issues).
 
 use std::net::SocketAddr;
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
@@ -51,14 +53,26 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         .await
         .with_context(|| "cannot open the database (DATABASE_URL)".to_string())?;
     let handle = metrics::install().map_err(anyhow::Error::msg)?;
-    let cache = cache::TranscodeCache::open(&config.cache_dir, config.cache_max_bytes)
-        .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?;
+    let cache = match &config.redis_url {
+        None => cache::TranscodeCache::open(&config.cache_dir, config.cache_max_bytes),
+        Some(url) => {
+            cache::TranscodeCache::open_shared(
+                &config.cache_dir,
+                config.cache_max_bytes,
+                url,
+                &config.redis_key_prefix,
+            )
+            .await
+        }
+    }
+    .with_context(|| format!("cannot open the cache in {}", config.cache_dir.display()))?;
     let auth = auth::Auth::new(&config)?;
+    let events = events::Events::from_config(&config);
     let workers = config.job_workers;
     let (jobs, queue) = jobs::Jobs::new();
     let limits = auth.limits().clone();
     let hub = analytics::Hub::start(store.clone(), config.analytics_flush_interval);
-    let state = AppState::new(config, store, handle, cache, jobs, auth, hub);
+    let state = AppState::new(config, store, handle, cache, jobs, auth, hub, events);
     // Rate-limit buckets of clients gone quiet are dropped, so the maps stay bounded.
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -62,7 +62,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn".into()
+                // async_nats logs each reconnection attempt; the server logs an outage once.
+                "info,sqlx=warn,symphonia=warn,symphonia_format_ogg=warn,symphonia_core=warn,async_nats=warn"
+                    .into()
             }),
         )
         .init();
@@ -175,6 +177,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let state_events = state.events().clone();
     let running = match start(state).await {
         Ok(r) => r,
         Err(e) => {
@@ -185,7 +188,15 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(addr = %running.addr, "veza-stream-server listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
-    match running.stop().await {
+    let events = state_events;
+    let stopped = running.stop().await;
+    if !events.flush(std::time::Duration::from_secs(5)).await {
+        tracing::warn!(
+            buffered = events.status().buffered,
+            "events not sent to NATS before exit"
+        );
+    }
+    match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("veza-stream-server: {e}");

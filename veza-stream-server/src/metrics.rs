@@ -28,14 +28,25 @@ pub const MEMORY_USAGE: &str = "veza_memory_usage_bytes";
 pub const CPU_USAGE: &str = "veza_cpu_usage_percent";
 /// Bytes used by uploads and cache on disk.
 pub const DISK_USAGE: &str = "veza_disk_usage_bytes";
+/// Events published, by `subject`.
+pub const EVENTS_PUBLISHED: &str = "veza_events_published_total";
+/// Events dropped because the NATS buffer was full.
+pub const EVENTS_DROPPED: &str = "veza_events_dropped_total";
+/// Events waiting for NATS.
+pub const EVENTS_BUFFERED: &str = "veza_events_buffered";
 
 /// Installs the recorder (once per process; later calls reuse it) and returns its handle.
 ///
 /// # Errors
 /// When another metrics recorder was installed by someone else.
 pub fn install() -> Result<PrometheusHandle, String> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
+    // One recorder per process: several states (tests, embedders) share it. The lock makes
+    // concurrent first calls install it once.
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut slot = HANDLE
+        .lock()
+        .map_err(|_| "metrics lock poisoned".to_owned())?;
+    if let Some(h) = slot.as_ref() {
         return Ok(h.clone());
     }
     let h = PrometheusBuilder::new()
@@ -51,7 +62,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
         metrics::counter!(name).absolute(0);
     }
     metrics::gauge!(STREAMS_ACTIVE).set(0.0);
-    Ok(HANDLE.get_or_init(|| h).clone())
+    *slot = Some(h.clone());
+    Ok(h)
 }
 
 /// Refreshes the process gauges (Linux `/proc`; elsewhere they stay unset).

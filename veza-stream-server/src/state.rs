@@ -8,6 +8,7 @@ use crate::analytics::Hub;
 use crate::auth::Auth;
 use crate::cache::TranscodeCache;
 use crate::config::Config;
+use crate::events::Events;
 use crate::jobs::Jobs;
 use crate::storage::Store;
 
@@ -25,10 +26,12 @@ struct Inner {
     jobs: Jobs,
     auth: Auth,
     analytics: Hub,
+    events: Events,
 }
 
 impl AppState {
     /// Builds the state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         store: Store,
@@ -37,6 +40,7 @@ impl AppState {
         jobs: Jobs,
         auth: Auth,
         analytics: Hub,
+        events: Events,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -47,6 +51,7 @@ impl AppState {
                 jobs,
                 auth,
                 analytics,
+                events,
             }),
         }
     }
@@ -79,6 +84,11 @@ impl AppState {
     /// Listener analytics.
     pub fn analytics(&self) -> &Hub {
         &self.inner.analytics
+    }
+
+    /// The events (in-process bus, and NATS when configured).
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     /// The Prometheus handle (renders `/metrics`).

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::auth::{Caller, ClientAddr, Role};
 use crate::error::{ApiError, ErrorBody, ok};
+use crate::events::Subject;
 use crate::http::range::{self, RangeRequest};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -198,6 +199,9 @@ async fn upload(
     };
     state.store().insert_audio(&record).await?;
     guard.0 = None;
+    state
+        .events()
+        .publish(Subject::AudioUploaded, crate::events::audio_data(&record));
     metrics::counter!(m::AUDIO_FILES_PROCESSED).increment(1);
     metrics::histogram!(m::AUDIO_PROCESSING_DURATION).record(started.elapsed().as_secs_f64());
     let mut resp = (StatusCode::CREATED, ok(&record)).into_response();
@@ -318,6 +322,9 @@ async fn delete(
     let r = find(&state, &file_id).await?;
     caller.check_change(r.owner.as_deref(), r.is_private, "audio file")?;
     state.store().delete_audio(&r.id).await?;
+    state
+        .events()
+        .publish(Subject::AudioDeleted, serde_json::json!({"file_id": r.id}));
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

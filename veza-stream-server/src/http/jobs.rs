@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody, ok};
+use crate::events::Subject;
 use crate::http::audio::{now_ms, parse_id};
 use crate::jobs::JobSpec;
 use crate::state::AppState;
@@ -111,6 +112,9 @@ async fn create(
     };
     state.store().insert_job(&job).await?;
     state.jobs().submit(&job.id);
+    state
+        .events()
+        .publish(Subject::JobQueued, crate::events::job_data(&job));
     let mut resp = (StatusCode::ACCEPTED, ok(&job)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
         resp.headers_mut().insert(header::LOCATION, v);

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody, ok};
+use crate::events::Subject;
 use crate::http::audio::now_ms;
 use crate::metrics as m;
 use crate::state::AppState;
@@ -154,6 +155,7 @@ async fn create(
     state.store().insert_stream(&rec).await?;
     metrics::counter!(m::STREAMS_CREATED).increment(1);
     let mut doc = document(&rec);
+    state.events().publish(Subject::StreamCreated, doc.clone());
     doc["ingest_key"] = json!(key);
     doc["ingest_url"] = json!(format!("/live/{}", rec.id));
     let mut resp = (StatusCode::CREATED, ok(doc)).into_response();
@@ -246,6 +248,7 @@ async fn update(
     }
     s.updated_at = now_ms();
     state.store().update_stream(&s).await?;
+    state.events().publish(Subject::StreamUpdated, document(&s));
     Ok(ok(document(&s)).into_response())
 }
 
@@ -264,5 +267,8 @@ async fn remove(
     if !state.store().delete_stream(&s.id).await? {
         return Err(ApiError::NotFound("stream"));
     }
+    state
+        .events()
+        .publish(Subject::StreamDeleted, json!({"id": s.id}));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
