@@ -8,6 +8,7 @@ use crate::cache::TranscodeCache;
 use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::storage::Store;
+use crate::vod::VodCache;
 
 /// Shared state: configuration, the store and the metrics handle. Cheap to clone.
 #[derive(Clone)]
@@ -21,6 +22,7 @@ struct Inner {
     metrics: PrometheusHandle,
     cache: TranscodeCache,
     jobs: Jobs,
+    vod: VodCache,
 }
 
 impl AppState {
@@ -32,8 +34,11 @@ impl AppState {
         cache: TranscodeCache,
         jobs: Jobs,
     ) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let vod = VodCache::new(config.hls_memory_bytes, cpus);
         Self {
             inner: Arc::new(Inner {
+                vod,
                 config,
                 store,
                 metrics,
@@ -56,6 +61,11 @@ impl AppState {
     /// The transcode cache.
     pub fn cache(&self) -> &TranscodeCache {
         &self.inner.cache
+    }
+
+    /// The HLS VOD renditions in memory.
+    pub fn vod(&self) -> &VodCache {
+        &self.inner.vod
     }
 
     /// The job queue.

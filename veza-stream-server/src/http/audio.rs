@@ -283,6 +283,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let r = find(&state, &file_id).await?;
     state.store().delete_audio(&r.id).await?;
+    state.vod().forget(&r.id);
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
