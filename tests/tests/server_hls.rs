@@ -57,7 +57,13 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap,
         .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
@@ -86,8 +92,14 @@ async fn fetch_all(state: &AppState, hls: &str, rendition: &str) -> Vec<Vec<u8>>
 
 /// A segment without its leading ID3v2 tag (checked to be there).
 fn without_id3(seg: &[u8]) -> &[u8] {
-    assert_eq!(&seg[..3], b"ID3", "a segment starts with its ID3 timestamp tag");
-    let size = seg[6..10].iter().fold(0usize, |a, &b| (a << 7) | usize::from(b & 0x7F));
+    assert_eq!(
+        &seg[..3],
+        b"ID3",
+        "a segment starts with its ID3 timestamp tag"
+    );
+    let size = seg[6..10]
+        .iter()
+        .fold(0usize, |a, &b| (a << 7) | usize::from(b & 0x7F));
     &seg[10 + size..]
 }
 
@@ -124,10 +136,7 @@ async fn hls_vod_is_made_on_demand_and_stable() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h[header::CONTENT_TYPE], "application/vnd.apple.mpegurl");
     let r = state.vod().cached(&id, rung).unwrap();
-    assert!(
-        !r.is_complete(),
-        "the playlist waited for the whole encode"
-    );
+    assert!(!r.is_complete(), "the playlist waited for the whole encode");
     let text = String::from_utf8(playlist.clone()).unwrap();
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
     let planned: f64 = text
@@ -147,15 +156,29 @@ async fn hls_vod_is_made_on_demand_and_stable() {
         let segs = fetch_all(&state, &hls, rendition).await;
         // Fetched again: the same bytes.
         for (i, seg) in segs.iter().enumerate().step_by(7) {
-            let (_, _, again) = get(&state, &format!("{hls}/{rendition}/seg{i}.{}", &rendition[..3])).await;
-            assert!(again == *seg, "{rendition} segment {i} changed between two fetches");
+            let (_, _, again) = get(
+                &state,
+                &format!("{hls}/{rendition}/seg{i}.{}", &rendition[..3]),
+            )
+            .await;
+            assert!(
+                again == *seg,
+                "{rendition} segment {i} changed between two fetches"
+            );
         }
         // Concatenated, the segments decode to the source's length within a frame per segment.
-        let ext = if rendition.starts_with("mp3") { "mp3" } else { "aac" };
+        let ext = if rendition.starts_with("mp3") {
+            "mp3"
+        } else {
+            "aac"
+        };
         let all = dir.path().join(format!("{rendition}.{ext}"));
         // Each segment starts with its ID3 timestamp tag, which HLS players take off; a plain
         // MP3 demuxer would stop at the second one, so the audio is joined without them.
-        let audio: Vec<u8> = segs.iter().flat_map(|s| without_id3(s).iter().copied()).collect();
+        let audio: Vec<u8> = segs
+            .iter()
+            .flat_map(|s| without_id3(s).iter().copied())
+            .collect();
         std::fs::write(&all, audio).unwrap();
         let (decoded, errors) = ffmpeg_decode_frames(&all);
         assert!(errors.trim().is_empty(), "{rendition}: ffmpeg: {errors}");
@@ -172,12 +195,23 @@ async fn hls_vod_is_made_on_demand_and_stable() {
     state.vod().forget(&id);
     assert!(state.vod().cached(&id, rung).is_none());
     let again = fetch_all(&state, &hls, "aac-128").await;
-    assert!(again == first_pass[0], "aac-128 changed after being made again");
+    assert!(
+        again == first_pass[0],
+        "aac-128 changed after being made again"
+    );
     let again = fetch_all(&state, &hls, "mp3-128").await;
-    assert!(again == first_pass[1], "mp3-128 changed after being made again");
+    assert!(
+        again == first_pass[1],
+        "mp3-128 changed after being made again"
+    );
 
     // Unknown segments and renditions.
-    for bad in ["aac-128/seg99999.aac", "aac-128/seg0.mp3", "flac-1/seg0.aac", "aac-128/x.aac"] {
+    for bad in [
+        "aac-128/seg99999.aac",
+        "aac-128/seg0.mp3",
+        "flac-1/seg0.aac",
+        "aac-128/x.aac",
+    ] {
         let (s, _, _) = get(&state, &format!("{hls}/{bad}")).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
     }
@@ -187,7 +221,10 @@ async fn hls_vod_is_made_on_demand_and_stable() {
     for path in ["master.m3u8", "aac-64/index.m3u8", "mp3-128/index.m3u8"] {
         let url = format!("http://{}{hls}/{path}", running.addr);
         let out = tokio::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-i", &url, "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-"])
+            .args([
+                "-nostdin", "-v", "error", "-i", &url, "-map", "0:a:0", "-f", "s16le", "-ac", "1",
+                "-",
+            ])
             .output()
             .await
             .unwrap();
@@ -196,7 +233,9 @@ async fn hls_vod_is_made_on_demand_and_stable() {
         // ffmpeg warns about one repeated timestamp at packed-MP3 segment joins (see the core's
         // HLS test); anything else is an error.
         assert!(
-            stderr.lines().all(|l| l.contains("non monotonically increasing dts")),
+            stderr
+                .lines()
+                .all(|l| l.contains("non monotonically increasing dts")),
             "{path}: {stderr}"
         );
         let frames = out.stdout.len() / 2;
@@ -209,7 +248,11 @@ async fn hls_vod_is_made_on_demand_and_stable() {
 
     // Deleting the file drops its renditions.
     let resp = app(state.clone())
-        .oneshot(Request::delete(format!("/api/v1/audio/{id}")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::delete(format!("/api/v1/audio/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);

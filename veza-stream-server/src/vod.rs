@@ -133,7 +133,9 @@ pub fn plan(
     let fl = u64::from(frame_len);
     let out_samples =
         (u128::from(source_frames) * u128::from(rate) / u128::from(source_rate.max(1))) as u64;
-    let expected = (out_samples + encoder_delay(rung.codec)).div_ceil(fl).max(1);
+    let expected = (out_samples + encoder_delay(rung.codec))
+        .div_ceil(fl)
+        .max(1);
     let frames_for = |d: Duration| {
         ((d.as_secs_f64() * f64::from(rate) / f64::from(frame_len)).round() as u64).max(1)
     };
@@ -260,7 +262,8 @@ impl Rendition {
         if let Some(slot) = self.data.get(index) {
             let _ = slot.set(bytes);
         }
-        self.progress.send_modify(|p| p.ready = p.ready.max(index + 1));
+        self.progress
+            .send_modify(|p| p.ready = p.ready.max(index + 1));
     }
 }
 
@@ -396,7 +399,12 @@ impl VodCache {
     }
 
     fn fail(&self, file_id: &str, rung: usize, r: &Arc<Rendition>, why: &str) {
-        tracing::warn!(file_id, rung = r.rung.name, error = why, "HLS VOD encode failed");
+        tracing::warn!(
+            file_id,
+            rung = r.rung.name,
+            error = why,
+            "HLS VOD encode failed"
+        );
         self.remove_if(file_id, rung, r);
         r.progress.send_modify(|p| p.failed = true);
     }
@@ -540,7 +548,10 @@ fn produce(source: &Path, r: &Rendition) -> Result<(), String> {
     }
     // The last segment takes every frame left; any planned segment after it stays empty.
     while k <= last {
-        r.publish(k, std::mem::replace(&mut buf, new_buf((k + 1).min(last))).freeze());
+        r.publish(
+            k,
+            std::mem::replace(&mut buf, new_buf((k + 1).min(last))).freeze(),
+        );
         k += 1;
     }
     Ok(())
@@ -568,7 +579,10 @@ mod tests {
             assert!((1.9..2.1).contains(&first), "{first}");
             for w in p.segments.windows(2) {
                 assert_eq!(w[0].first_frame + w[0].frames, w[1].first_frame);
-                assert_eq!(w[1].start.samples, w[1].first_frame as u64 * u64::from(p.frame_len));
+                assert_eq!(
+                    w[1].start.samples,
+                    w[1].first_frame as u64 * u64::from(p.frame_len)
+                );
             }
             let last = p.segments.last().unwrap().frames as u64;
             assert!(last >= MIN_LAST_FRAMES);

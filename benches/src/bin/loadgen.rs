@@ -60,7 +60,9 @@ fn parse_url(u: &str) -> Target {
     };
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-        usage(&format!("{u}: loopback hosts only (127.0.0.1, localhost, [::1])"));
+        usage(&format!(
+            "{u}: loopback hosts only (127.0.0.1, localhost, [::1])"
+        ));
     }
     let addr = if addr.contains(':') {
         addr.to_owned()
@@ -123,11 +125,16 @@ fn parse_args() -> Args {
                 a.targets.push(parse_url(&u));
             }
             "--urls-file" => {
-                let p = it.next().unwrap_or_else(|| usage("--urls-file takes a path"));
+                let p = it
+                    .next()
+                    .unwrap_or_else(|| usage("--urls-file takes a path"));
                 let text = std::fs::read_to_string(&p)
                     .unwrap_or_else(|e| usage(&format!("cannot read {p}: {e}")));
-                a.targets
-                    .extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| parse_url(l.trim())));
+                a.targets.extend(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| parse_url(l.trim())),
+                );
             }
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -157,7 +164,7 @@ fn next_rand(s: &mut u64) -> u64 {
 
 async fn connect(
     addr: &str,
-) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, Box<dyn std::error::Error>> {
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -78,7 +78,10 @@ async fn media(
 
 /// The segment number in `seg{N}.{ext}`.
 fn segment_number(name: &str, ext: &str) -> Option<usize> {
-    let n = name.strip_prefix("seg")?.strip_suffix(ext)?.strip_suffix('.')?;
+    let n = name
+        .strip_prefix("seg")?
+        .strip_suffix(ext)?
+        .strip_suffix('.')?;
     if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -102,7 +105,11 @@ async fn segment(
     let n = segment_number(&seg, codec.extension()).ok_or(ApiError::NotFound("segment"))?;
     // Hot path: a public file's segment already in memory, without asking the store. (The id
     // is the store's own spelling of a UUID here; other spellings take the slow path.)
-    if let Some(r) = state.vod().cached(&file_id, index).filter(|r| r.is_public()) {
+    if let Some(r) = state
+        .vod()
+        .cached(&file_id, index)
+        .filter(|r| r.is_public())
+    {
         if let Some(b) = r.ready_segment(n) {
             return Ok(segment_response(b, codec.content_type()));
         }
@@ -121,7 +128,15 @@ mod tests {
     fn segment_names() {
         assert_eq!(segment_number("seg0.aac", "aac"), Some(0));
         assert_eq!(segment_number("seg17.mp3", "mp3"), Some(17));
-        for bad in ["seg.aac", "seg1.mp3", "seg-1.aac", "seg+1.aac", "x0.aac", "seg1aac", "seg99999999999.aac"] {
+        for bad in [
+            "seg.aac",
+            "seg1.mp3",
+            "seg-1.aac",
+            "seg+1.aac",
+            "x0.aac",
+            "seg1aac",
+            "seg99999999999.aac",
+        ] {
             assert_eq!(segment_number(bad, "aac"), None, "{bad}");
         }
     }
