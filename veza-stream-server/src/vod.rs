@@ -12,7 +12,10 @@
 //! Segments are [`Bytes`] (ID3 timestamp tag + frames) held in memory: serving one is a map
 //! lookup and a reference count, with no file read and no frame splitting. Finished renditions
 //! are evicted least recently used past a byte budget (`HLS_CACHE_MEMORY_SIZE`); renditions being
-//! made are never evicted. At most one encode per CPU runs at once; later ones wait their turn.
+//! made are never evicted. Each rendition's encode has a thread of its own: its first segment is
+//! made at once at normal priority (a player waits for it); after that the thread runs at a lower
+//! priority (nice 10) and waits for one of the per-CPU permits, so background encodes never hold
+//! back another file's first segment. At most [`MAX_ENCODER_THREADS`] encoder threads exist.
 //!
 //! The plan has a short first segment ([`FIRST_SEGMENT`]) so that a player's first segment is
 //! ready within a few tens of milliseconds, then segments of [`SEGMENT`]. The encoder's total
@@ -274,8 +277,14 @@ struct Shared {
     budget: u64,
     files: RwLock<HashMap<String, Renditions>>,
     tick: AtomicU64,
+    /// Encodes past their first segment, at most one per CPU.
     builders: Arc<Semaphore>,
+    /// Encoder threads alive (started, waiting or working), at most [`MAX_ENCODER_THREADS`].
+    threads: Arc<Semaphore>,
 }
+
+/// Most encoder threads alive at once; past it, new renditions wait before their first segment.
+pub const MAX_ENCODER_THREADS: usize = 64;
 
 /// The in-memory cache of VOD renditions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -293,6 +302,7 @@ impl VodCache {
                 files: RwLock::new(HashMap::new()),
                 tick: AtomicU64::new(0),
                 builders: Arc::new(Semaphore::new(max_encodes.max(1))),
+                threads: Arc::new(Semaphore::new(MAX_ENCODER_THREADS)),
             }),
         }
     }
@@ -381,18 +391,38 @@ impl VodCache {
         let source = PathBuf::from(&record.path);
         let file_id = record.id.clone();
         let r = fresh.clone();
+        let handle = tokio::runtime::Handle::current();
         tokio::spawn(async move {
-            let permit = this.shared.builders.clone().acquire_owned().await;
+            let Ok(alive) = this.shared.threads.clone().acquire_owned().await else {
+                return;
+            };
+            let builders = this.shared.builders.clone();
             let r2 = r.clone();
-            let made = tokio::task::spawn_blocking(move || produce(&source, &r2)).await;
-            drop(permit);
-            match made {
-                Ok(Ok(())) => {
-                    r.size.store(r.held(), Ordering::Relaxed);
-                    this.enforce_budget();
-                }
-                Ok(Err(e)) => this.fail(&file_id, rung, &r, &e),
-                Err(e) => this.fail(&file_id, rung, &r, &e.to_string()),
+            let this2 = this.clone();
+            let file_id2 = file_id.clone();
+            // A thread of its own (not the blocking pool): its priority is lowered after the
+            // first segment, and pooled threads would keep that for their next task.
+            let spawned = std::thread::Builder::new()
+                .name("vod-encode".into())
+                .spawn(move || {
+                    let _alive = alive;
+                    // The first segment is urgent (a player waits for it): it is made at once,
+                    // at normal priority. The rest waits for a free CPU and runs niced, so the
+                    // first segments of other renditions go first.
+                    let after_first = || {
+                        lower_thread_priority();
+                        handle.block_on(builders.acquire_owned()).ok()
+                    };
+                    match produce(&source, &r2, after_first) {
+                        Ok(()) => {
+                            r2.size.store(r2.held(), Ordering::Relaxed);
+                            this2.enforce_budget();
+                        }
+                        Err(e) => this2.fail(&file_id2, rung, &r2, &e),
+                    }
+                });
+            if let Err(e) = spawned {
+                this.fail(&file_id, rung, &r, &e.to_string());
             }
         });
         Ok(fresh)
@@ -467,9 +497,22 @@ impl VodCache {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: nice 10 for this thread only).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// Encodes the whole source into `r`'s segments, publishing each as soon as it is complete
 /// (blocking; run on a blocking thread).
-fn produce(source: &Path, r: &Rendition) -> Result<(), String> {
+/// `after_first` is called once segment 0 is published; what it returns is held until the end.
+fn produce<T>(source: &Path, r: &Rendition, after_first: impl FnOnce() -> T) -> Result<(), String> {
+    let mut after_first = Some(after_first);
+    let mut _held = None;
     let e = |e: veza_audio::AudioError| e.to_string();
     let mut dec = Decoder::open_path(source, DecoderOptions::default()).map_err(e)?;
     let info = dec.info().clone();
@@ -535,6 +578,9 @@ fn produce(source: &Path, r: &Rendition) -> Result<(), String> {
                 r.publish(k, std::mem::replace(&mut buf, new_buf(k + 1)).freeze());
                 k += 1;
                 in_seg = 0;
+                if let Some(f) = after_first.take() {
+                    _held = Some(f());
+                }
             }
         }
     }

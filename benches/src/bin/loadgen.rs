@@ -164,7 +164,10 @@ fn next_rand(s: &mut u64) -> u64 {
 
 async fn connect(
     addr: &str,
-) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
