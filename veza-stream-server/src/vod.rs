@@ -413,7 +413,12 @@ impl VodCache {
                         lower_thread_priority();
                         handle.block_on(builders.acquire_owned()).ok()
                     };
-                    match produce(&source, &r2, after_first) {
+                    // A panic in a codec library must not leave requests waiting forever.
+                    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        produce(&source, &r2, after_first)
+                    }))
+                    .unwrap_or_else(|_| Err("the encoder panicked".into()));
+                    match made {
                         Ok(()) => {
                             r2.size.store(r2.held(), Ordering::Relaxed);
                             this2.enforce_budget();
