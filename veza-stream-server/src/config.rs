@@ -47,6 +47,9 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Cache budget in bytes (`AUDIO_CACHE_MAX_SIZE`, default 1GB).
     pub cache_max_bytes: u64,
+    /// Memory budget of finished HLS VOD renditions in bytes (`HLS_CACHE_MEMORY_SIZE`,
+    /// default 256MB; renditions being made are not counted).
+    pub hls_memory_bytes: u64,
     /// Uploaded files (`AUDIO_UPLOAD_DIR`, default `<data>/uploads`).
     pub upload_dir: PathBuf,
     /// Largest upload in bytes (`MAX_AUDIO_FILE_SIZE`, default 100MB).
@@ -252,6 +255,7 @@ impl Config {
             return Err(bad("MAX_AUDIO_FILE_SIZE", "must be above zero"));
         }
         let cache_max_bytes = size("AUDIO_CACHE_MAX_SIZE", 1_000_000_000)?;
+        let hls_memory_bytes = size("HLS_CACHE_MEMORY_SIZE", 256_000_000)?;
         let stream_buffer_size = num("STREAM_BUFFER_SIZE", val("STREAM_BUFFER_SIZE"), 8192usize)?;
         let stream_chunk_size = num("STREAM_CHUNK_SIZE", val("STREAM_CHUNK_SIZE"), 65_536usize)?;
         if !(512..=16 << 20).contains(&stream_chunk_size) {
@@ -394,6 +398,7 @@ impl Config {
             event_buffer_size,
             cache_dir,
             cache_max_bytes,
+            hls_memory_bytes,
             upload_dir,
             max_upload_bytes,
             stream_buffer_size,

@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod state;
 pub mod storage;
+pub mod vod;
 
 pub use config::Config;
 pub use error::ApiError;

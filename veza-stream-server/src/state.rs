@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::events::Events;
 use crate::jobs::Jobs;
 use crate::storage::Store;
+use crate::vod::VodCache;
 
 /// Shared state: configuration, the store and the metrics handle. Cheap to clone.
 #[derive(Clone)]
@@ -27,6 +28,7 @@ struct Inner {
     auth: Auth,
     analytics: Hub,
     events: Events,
+    vod: VodCache,
 }
 
 impl AppState {
@@ -42,8 +44,11 @@ impl AppState {
         analytics: Hub,
         events: Events,
     ) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let vod = VodCache::new(config.hls_memory_bytes, cpus);
         Self {
             inner: Arc::new(Inner {
+                vod,
                 config,
                 store,
                 metrics,
@@ -69,6 +74,11 @@ impl AppState {
     /// The transcode cache.
     pub fn cache(&self) -> &TranscodeCache {
         &self.inner.cache
+    }
+
+    /// The HLS VOD renditions in memory.
+    pub fn vod(&self) -> &VodCache {
+        &self.inner.vod
     }
 
     /// The job queue.

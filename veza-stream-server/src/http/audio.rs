@@ -325,6 +325,7 @@ async fn delete(
     state
         .events()
         .publish(Subject::AudioDeleted, serde_json::json!({"file_id": r.id}));
+    state.vod().forget(&r.id);
     match tokio::fs::remove_file(&r.path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,34 +1,27 @@
 //! HLS VOD for uploaded files: `/api/v1/audio/{file_id}/hls/master.m3u8` lists a ladder of
-//! renditions; each rendition's playlist and packed-audio segments (ID3 timestamp + ADTS or MP3
-//! frames, cut on frame boundaries by `veza-stream-core`'s VOD planner) come from the rendition's
-//! transcode in the cache, made on the first request.
-
-use std::path::PathBuf;
+//! renditions ([`crate::vod::LADDER`]); each rendition's playlist is planned from the file's
+//! metadata and served at once, and its packed-audio segments (ID3 timestamp + ADTS or MP3
+//! frames) come from one background encode of the file, each served as soon as it is made and
+//! then from memory (see [`crate::vod`]).
+//!
+//! The master playlist starts the encode of the first rendition (the one players start with), so
+//! by the time a player asks for its first segment the encoder is already at work.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use veza_audio::{Bitrate, OutputFormat};
-use veza_stream_core::cache::CacheKey;
-use veza_stream_core::frame::{FrameFormat, FrameSplitter, SplitterConfig};
-use veza_stream_core::hls::{self, PackedCodec, Rendition, VodSegment};
+use bytes::Bytes;
+use veza_stream_core::hls::{self, Rendition};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::http::audio::{find_visible, transcode_to};
+use crate::error::ErrorBody;
+use crate::http::audio::find_visible;
 use crate::state::AppState;
-
-/// Target segment duration of VOD playlists.
-const SEGMENT: std::time::Duration = std::time::Duration::from_secs(6);
-
-/// The VOD ladder: name, format, kbit/s.
-const LADDER: [(&str, OutputFormat, u32); 3] = [
-    ("aac-64", OutputFormat::Aac, 64),
-    ("aac-128", OutputFormat::Aac, 128),
-    ("mp3-128", OutputFormat::Mp3, 128),
-];
+use crate::vod::{LADDER, rung_index};
 
 /// The HLS routes.
 pub fn routes() -> Router<AppState> {
@@ -38,143 +31,133 @@ pub fn routes() -> Router<AppState> {
         .route("/audio/{file_id}/hls/{rendition}/{segment}", get(segment))
 }
 
-fn rung(name: &str) -> Result<(OutputFormat, u32, PackedCodec), ApiError> {
-    LADDER
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|&(_, f, k)| {
-            let codec = match f {
-                OutputFormat::Mp3 => PackedCodec::Mp3,
-                _ => PackedCodec::AacLc,
-            };
-            (f, k, codec)
-        })
-        .ok_or(ApiError::NotFound("rendition"))
+const PLAYLIST: HeaderValue = HeaderValue::from_static("application/vnd.apple.mpegurl");
+/// Segment `N` of a file's rendition never changes (files are immutable, encoders deterministic).
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
+fn playlist(body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
+    resp.headers_mut().insert(header::CONTENT_TYPE, PLAYLIST);
+    resp
 }
 
-fn playlist(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")],
-        body,
-    )
-        .into_response()
+fn rung(name: &str) -> Result<usize, ApiError> {
+    rung_index(name).ok_or(ApiError::NotFound("rendition"))
 }
 
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}/hls/master.m3u8", tag = "hls",
+    description = "HLS VOD master playlist: a ladder of renditions (BANDWIDTH, CODECS). Starts the first rendition's encode.",
+    params(("file_id" = String, Path, description = "audio file id (UUID)")),
+    responses((status = 200, description = "master playlist", content_type = "application/vnd.apple.mpegurl", body = String), (status = 404, description = "unknown or private", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn master(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(file_id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    find_visible(&state, &caller, &file_id).await?;
+    let record = find_visible(&state, &caller, &file_id).await?;
+    // Players start with the first rendition: start its encode now.
+    if let Err(e) = state.vod().get_or_start(&record, 0) {
+        tracing::debug!(error = %e, "no VOD plan for the first rendition");
+    }
     let renditions: Vec<Rendition> = LADDER
         .iter()
-        .map(|&(name, f, k)| Rendition {
-            uri: format!("{name}/index.m3u8"),
+        .map(|r| Rendition {
+            uri: format!("{}/index.m3u8", r.name),
             // Peak: the bitrate plus packed-audio and ID3 overhead.
-            bandwidth: k * 1000 * 105 / 100,
-            average_bandwidth: Some(k * 1000),
-            codecs: match f {
-                OutputFormat::Mp3 => PackedCodec::Mp3.codecs().into(),
-                _ => PackedCodec::AacLc.codecs().into(),
-            },
-            name: Some(name.to_owned()),
+            bandwidth: r.kbps * 1000 * 105 / 100,
+            average_bandwidth: Some(r.kbps * 1000),
+            codecs: r.codec.codecs().into(),
+            name: Some(r.name.to_owned()),
         })
         .collect();
     Ok(playlist(hls::master_playlist(&renditions)))
 }
 
-/// The rendition's file (transcoded through the cache) and its frames cut into segments.
-async fn plan(
-    state: &AppState,
-    caller: &Caller,
-    file_id: &str,
-    name: &str,
-) -> Result<(Vec<u8>, Vec<(usize, usize)>, Vec<VodSegment>, PackedCodec), ApiError> {
-    let r = find_visible(state, caller, file_id).await?;
-    let (format, kbps, codec) = rung(name)?;
-    let key = CacheKey::try_new(
-        &r.content_hash,
-        format,
-        Some(Bitrate::kbps(kbps)),
-        None,
-        None,
-    )
-    .map_err(ApiError::internal)?;
-    let source = PathBuf::from(&r.path);
-    let (path, _) = state
-        .cache()
-        .get_or_make(&key, move |tmp| {
-            transcode_to(&source, tmp, format, Some(kbps))
-        })
-        .await?;
-    let data = tokio::fs::read(&path).await?;
-    tokio::task::spawn_blocking(move || {
-        let framing = match codec {
-            PackedCodec::Mp3 => FrameFormat::Mpeg,
-            _ => FrameFormat::Adts,
-        };
-        let mut split = FrameSplitter::new(framing, SplitterConfig::default());
-        split.push(&data);
-        split.finish();
-        // (offset, length) of each frame in the file, and its samples.
-        let mut spans = Vec::new();
-        let mut samples = Vec::new();
-        let mut rate = 0;
-        let mut pos = 0usize;
-        let mut skipped = 0u64;
-        while let Ok(Some(f)) = split.next_frame() {
-            let now_skipped = split.stats().skipped_bytes;
-            pos += (now_skipped - skipped) as usize;
-            skipped = now_skipped;
-            spans.push((pos, f.data.len()));
-            pos += f.data.len();
-            samples.push(f.samples);
-            rate = f.sample_rate;
-        }
-        if spans.is_empty() || rate == 0 {
-            return Err(ApiError::internal("the rendition has no frames"));
-        }
-        let segments = hls::plan_vod(samples, rate, SEGMENT);
-        Ok((data, spans, segments, codec))
-    })
-    .await
-    .map_err(ApiError::internal)?
-}
-
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}/hls/{rendition}/index.m3u8", tag = "hls",
+    description = "A rendition's VOD playlist, computed from the file's metadata (served before the encode finishes).",
+    params(("file_id" = String, Path, description = "audio file id (UUID)"), ("rendition" = String, Path, description = "aac-64, aac-128 or mp3-128")),
+    responses((status = 200, description = "media playlist", content_type = "application/vnd.apple.mpegurl", body = String), (status = 404, description = "unknown file or rendition", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn media(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath((file_id, name)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (_, _, segments, codec) = plan(&state, &caller, &file_id, &name).await?;
-    Ok(playlist(hls::vod_playlist(
-        &segments,
-        "seg",
-        codec.extension(),
-    )))
+    let index = rung(&name)?;
+    let record = find_visible(&state, &caller, &file_id).await?;
+    let r = state.vod().get_or_start(&record, index)?;
+    Ok(playlist(r.playlist()))
 }
 
+/// The segment number in `seg{N}.{ext}`.
+fn segment_number(name: &str, ext: &str) -> Option<usize> {
+    let n = name
+        .strip_prefix("seg")?
+        .strip_suffix(ext)?
+        .strip_suffix('.')?;
+    if n.is_empty() || n.len() > 9 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+fn segment_response(bytes: Bytes, content_type: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, IMMUTABLE);
+    resp
+}
+
+#[utoipa::path(get, path = "/api/v1/audio/{file_id}/hls/{rendition}/{segment}", tag = "hls",
+    description = "A packed-audio segment (ID3 timestamp + ADTS or MP3 frames), made on demand and cached; immutable.",
+    params(("file_id" = String, Path, description = "audio file id (UUID)"), ("rendition" = String, Path, description = "aac-64, aac-128 or mp3-128"), ("segment" = String, Path, description = "seg<N>.aac or seg<N>.mp3")),
+    responses((status = 200, description = "segment", content_type = "audio/aac", body = Vec<u8>), (status = 404, description = "unknown file, rendition or segment", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security((), ("bearer" = []), ("api_key" = [])))]
 async fn segment(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath((file_id, name, seg)): UrlPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let (_, _, codec) = rung(&name)?;
-    let index: usize = seg
-        .strip_prefix("seg")
-        .and_then(|s| s.strip_suffix(&format!(".{}", codec.extension())))
-        .and_then(|n| n.parse().ok())
-        .ok_or(ApiError::NotFound("segment"))?;
-    let (data, spans, segments, codec) = plan(&state, &caller, &file_id, &name).await?;
-    let s = segments.get(index).ok_or(ApiError::NotFound("segment"))?;
-    let first = spans[s.first_frame];
-    let last = spans[s.first_frame + s.frames - 1];
-    let mut body = hls::id3_tag(s.start, None);
-    body.extend_from_slice(&data[first.0..last.0 + last.1]);
-    let mut resp = body.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(codec.content_type()),
-    );
-    Ok(resp)
+    let index = rung(&name)?;
+    let codec = LADDER[index].codec;
+    let n = segment_number(&seg, codec.extension()).ok_or(ApiError::NotFound("segment"))?;
+    // Hot path: a public file's segment already in memory, without asking the store. (The id
+    // is the store's own spelling of a UUID here; other spellings take the slow path.)
+    if let Some(r) = state
+        .vod()
+        .cached(&file_id, index)
+        .filter(|r| r.is_public())
+    {
+        if let Some(b) = r.ready_segment(n) {
+            return Ok(segment_response(b, codec.content_type()));
+        }
+    }
+    let record = find_visible(&state, &caller, &file_id).await?;
+    let r = state.vod().get_or_start(&record, index)?;
+    let bytes = r.segment(n).await?;
+    Ok(segment_response(bytes, codec.content_type()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(segment_number("seg0.aac", "aac"), Some(0));
+        assert_eq!(segment_number("seg17.mp3", "mp3"), Some(17));
+        for bad in [
+            "seg.aac",
+            "seg1.mp3",
+            "seg-1.aac",
+            "seg+1.aac",
+            "x0.aac",
+            "seg1aac",
+            "seg99999999999.aac",
+        ] {
+            assert_eq!(segment_number(bad, "aac"), None, "{bad}");
+        }
+    }
 }

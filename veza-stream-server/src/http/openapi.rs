@@ -9,7 +9,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::http::{analytics, audio, jobs, keys, ops, streams};
+use crate::http::{analytics, audio, hls, jobs, keys, ops, streams};
 use crate::state::AppState;
 use crate::storage::{ApiKeyRecord, AudioRecord, JobRecord, SeriesPoint, SessionStats};
 
@@ -153,6 +153,7 @@ impl Modify for Security {
         streams::create, streams::list, streams::read, streams::update, streams::remove,
         keys::create, keys::list, keys::revoke,
         analytics::audio, analytics::stream,
+        hls::master, hls::media, hls::segment,
         ops::health, ops::ready, ops::metrics,
     ),
     components(schemas(
