@@ -1065,6 +1065,16 @@ mod tests {
         let end = abr.decide(&ctx).unwrap().rung;
         assert!(end > mid, "mid {mid}, end {end}");
         assert_eq!(end, 6);
+        // With a reserve kept at the end, the last segment is not fetched at the top rung.
+        let mut cfg = AbrConfig::new(ladder());
+        cfg.end_reserve = Duration::from_secs(30);
+        let mut abr = AbrController::new(cfg).unwrap();
+        for _ in 0..5 {
+            abr.on_transfer(sample(t0, 50_000, 4.0));
+        }
+        abr.set_current_rung(6);
+        let kept = abr.decide(&ctx).unwrap().rung;
+        assert!(kept < end, "end {end}, with an end reserve {kept}");
     }
 
     #[test]
