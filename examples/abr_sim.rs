@@ -7,7 +7,8 @@
 //!
 //! Options (defaults are [`AbrConfig::new`]'s): `--horizon S`, `--rebuffer-penalty X`,
 //! `--switch-penalty X`, `--reserve S`, `--reserve-weight X`, `--safety X`, `--window N`,
-//! `--error-window N`, `--max-error X`, `--optimism X`, `--initial-error X`.
+//! `--error-window N`, `--max-error X`, `--optimism X`, `--initial-error X`, `--end-reserve S`,
+//! `--lookahead-optimism X`.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ struct Overrides {
     max_error: Option<f64>,
     optimism: Option<f64>,
     initial_error: Option<f64>,
+    end_reserve: Option<f64>,
+    lookahead_optimism: Option<f64>,
 }
 
 impl Overrides {
@@ -58,6 +61,8 @@ impl Overrides {
             max_error: a.parsed(&["--max-error"])?,
             optimism: a.parsed(&["--optimism"])?,
             initial_error: a.parsed(&["--initial-error"])?,
+            end_reserve: a.parsed(&["--end-reserve"])?,
+            lookahead_optimism: a.parsed(&["--lookahead-optimism"])?,
         })
     }
 
@@ -93,6 +98,12 @@ impl Overrides {
         }
         if let Some(v) = self.initial_error {
             c.estimator.initial_error = v;
+        }
+        if let Some(v) = self.end_reserve {
+            c.end_reserve = secs(v)?;
+        }
+        if let Some(v) = self.lookahead_optimism {
+            c.lookahead_optimism = v;
         }
         if let Some(v) = self.optimism {
             c.optimism = v;

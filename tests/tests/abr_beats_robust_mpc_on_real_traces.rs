@@ -1,6 +1,7 @@
 //! Our ABR module, driven through the `abr_sim` program (`examples/abr_sim.rs`, built here as
 //! the `abr_sim` binary of this package), scores a higher QoE_lin than the harness's RobustMPC
-//! on a fixed subset of the real throughput traces, with a rebuffer ratio of at most 0.5 %.
+//! on a fixed subset of the real throughput traces, by at least 0.006 per segment, with a rebuffer
+//! ratio of at most 0.5 %.
 //!
 //! The harness (`abr-sim`, Python 3 standard library) is a deterministic simulator, so the
 //! scores are exact and repeatable; this is not a timing test. The harness folder is
@@ -79,6 +80,9 @@ fn copy_subset(traces: &Path, dest: &Path) -> usize {
     n
 }
 
+/// How far above RobustMPC's QoE_lin per segment ours must be on the subset.
+const MARGIN: f64 = 0.006;
+
 #[test]
 fn abr_beats_robust_mpc_without_stalling() {
     let Some((sim, traces)) = harness_dir() else {
@@ -116,9 +120,11 @@ fn abr_beats_robust_mpc_without_stalling() {
         100.0 * rebuffer(&mpc)
     );
     assert_eq!(ours["n"].as_u64(), Some(n as u64));
+    // On this subset the module is 0.0074 above RobustMPC (0.1875 and 0.1801, docs/abr.md);
+    // the first version was 0.0064 above. The harness is deterministic, so this is exact.
     assert!(
-        qoe(&ours) > qoe(&mpc),
-        "QoE {} is not above RobustMPC's {}",
+        qoe(&ours) >= qoe(&mpc) + MARGIN,
+        "QoE {} is not {MARGIN} above RobustMPC's {}",
         qoe(&ours),
         qoe(&mpc)
     );

@@ -15,7 +15,9 @@
 //!   sizes, buffer cap idling) for every rung sequence and takes the first rung of the plan with
 //!   the best score, where a plan earns its bitrate and pays for stalls, for bitrate changes and
 //!   for ending the horizon with a buffer below a reserve. The throughput it plans with moves
-//!   from the robust estimate towards the mean as the buffer fills. These buffer-dependent terms
+//!   from the robust estimate towards the mean as the buffer fills, and the downloads after the
+//!   next one (which are decided again with fresh samples) are planned a little closer to the
+//!   mean still. These buffer-dependent terms
 //!   make the chooser cautious when the buffer is low and let it spend a full buffer, and the
 //!   reserve shrinks to the media left after the horizon near the end of the stream. Plans are
 //!   searched exactly with Pareto pruning (a plan with less buffer and less reward than another
@@ -461,7 +463,9 @@ pub struct AbrConfig {
     /// metric of the evaluation uses 1.0, and a planner that uses more stalls less, which is
     /// worth more than the bitrate it gives up because predictions err).
     pub rebuffer_penalty: f64,
-    /// Cost of a change of rung per unit of bitrate change (default 1.0).
+    /// Cost of a change of rung per unit of bitrate change (default 1.5; the QoE metric of the
+    /// evaluation uses 1.0, and a planner that switches less often undoes fewer switches when
+    /// the estimate moves back).
     pub switch_penalty: f64,
     /// Buffer the plans should end the horizon with; every second short of it costs like a
     /// second of stall times `reserve_weight` (default 12 s).
@@ -478,6 +482,15 @@ pub struct AbrConfig {
     /// weight (default 0.5). A full buffer can absorb a prediction error that an empty one
     /// cannot.
     pub optimism: f64,
+    /// Buffer the plans should keep at the end of the horizon when it reaches the end of the
+    /// stream (default 0: the buffer is spent at the end).
+    pub end_reserve: Duration,
+    /// Trust in the mean estimate for the segments after the next one, 0 to 1: the plan's later
+    /// downloads use a throughput moved from the next download's towards the mean by this
+    /// weight (default 0.3; 0 plans every download with the same throughput). Only the next
+    /// segment is committed; the later ones are decided again with fresh samples, so the plan
+    /// need not be as cautious about them.
+    pub lookahead_optimism: f64,
 }
 
 impl AbrConfig {
@@ -488,12 +501,14 @@ impl AbrConfig {
             estimator: EstimatorConfig::default(),
             horizon: Duration::from_secs(24),
             rebuffer_penalty: 4.0,
-            switch_penalty: 1.0,
+            switch_penalty: 1.5,
             reserve: Duration::from_secs(12),
             reserve_weight: 0.25,
             safety: 1.0,
             startup_rung: 0,
             optimism: 0.5,
+            end_reserve: Duration::ZERO,
+            lookahead_optimism: 0.3,
         }
     }
 
@@ -517,6 +532,12 @@ impl AbrConfig {
         }
         if !(self.optimism.is_finite() && (0.0..=1.0).contains(&self.optimism)) {
             return Err(AbrError::InvalidConfig("optimism must be within 0 and 1"));
+        }
+        if !(self.lookahead_optimism.is_finite() && (0.0..=1.0).contains(&self.lookahead_optimism))
+        {
+            return Err(AbrError::InvalidConfig(
+                "lookahead optimism must be within 0 and 1",
+            ));
         }
         if self.startup_rung >= self.ladder.len() {
             return Err(AbrError::InvalidConfig("startup rung is not in the ladder"));
@@ -704,13 +725,17 @@ impl AbrController {
         let mu = cfg.rebuffer_penalty * top;
         let latency = est.latency.as_secs_f64();
         let mut dl = [0.0f64; MAX_RUNGS];
+        let mut dl_later = [0.0f64; MAX_RUNGS];
         let mut util = [0.0f64; MAX_RUNGS];
+        let later_bps =
+            (rate_bps + (est.mean_bps - rate_bps).max(0.0) * cfg.lookahead_optimism).max(1.0);
         for q in 0..n {
             let bits = match ctx.next_segment_bytes {
                 Some(s) => s[q] as f64 * 8.0,
                 None => f64::from(rungs[q].as_bps()) * d,
             };
             dl[q] = latency + bits / rate_bps;
+            dl_later[q] = latency + bits / later_bps;
             util[q] = f64::from(rungs[q].as_bps()) / 1e6;
         }
         let cap = ctx.buffer_cap.map(|c| (c.as_secs_f64() - d).max(0.0));
@@ -724,7 +749,8 @@ impl AbrController {
             reward: 0.0,
             first: usize::MAX,
         });
-        for _ in 0..h {
+        for step in 0..h {
+            let dl = if step == 0 { &dl } else { &dl_later };
             for v in self.next.iter_mut() {
                 v.clear();
             }
@@ -760,7 +786,7 @@ impl AbrController {
         }
         // No more reserve is needed than the media left to fetch after the horizon.
         let reserve = match ctx.segments_remaining {
-            _ if reaches_end => 0.0,
+            _ if reaches_end => cfg.end_reserve.as_secs_f64(),
             Some(rem) => cfg
                 .reserve
                 .as_secs_f64()
@@ -1039,6 +1065,16 @@ mod tests {
         let end = abr.decide(&ctx).unwrap().rung;
         assert!(end > mid, "mid {mid}, end {end}");
         assert_eq!(end, 6);
+        // With a reserve kept at the end, the last segment is not fetched at the top rung.
+        let mut cfg = AbrConfig::new(ladder());
+        cfg.end_reserve = Duration::from_secs(30);
+        let mut abr = AbrController::new(cfg).unwrap();
+        for _ in 0..5 {
+            abr.on_transfer(sample(t0, 50_000, 4.0));
+        }
+        abr.set_current_rung(6);
+        let kept = abr.decide(&ctx).unwrap().rung;
+        assert!(kept < end, "end {end}, with an end reserve {kept}");
     }
 
     #[test]
@@ -1065,6 +1101,12 @@ mod tests {
         );
         let mut cfg = AbrConfig::new(ladder());
         cfg.optimism = 2.0;
+        assert!(matches!(
+            AbrController::new(cfg),
+            Err(AbrError::InvalidConfig(_))
+        ));
+        let mut cfg = AbrConfig::new(ladder());
+        cfg.lookahead_optimism = -0.1;
         assert!(matches!(
             AbrController::new(cfg),
             Err(AbrError::InvalidConfig(_))
