@@ -177,6 +177,14 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
         });
     }
     let (tx, rx) = oneshot::channel::<()>();
+    // Responses go out whole at once: no Nagle delay on the last partial packet of a keep-alive
+    // response (it costs a delayed-ACK round, up to 40 ms, on small responses).
+    let listener = {
+        use axum::serve::ListenerExt as _;
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
