@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -517,23 +517,21 @@ impl RateLimits {
 
     /// Takes one request from the caller's buckets; `Err(seconds to wait)` when one is empty.
     pub fn check(&self, ip: Option<IpAddr>, caller: &Caller) -> Result<(), u64> {
-        let clock = DefaultClock::default();
-        let wait = |nu: governor::NotUntil<_>| nu.wait_time_from(clock.now()).as_secs().max(1);
+        // The wait is computed from the limiter's own clock, and only on refusal: building a
+        // clock per request costs a CPUID calibration (a VM exit on virtual machines).
+        fn secs<P: governor::clock::Reference>(nu: governor::NotUntil<P>, now: P) -> u64 {
+            nu.wait_time_from(now).as_secs().max(1)
+        }
         if let (Some(l), Some(ip)) = (&self.ip, ip) {
-            l.check_key(&ip).map_err(wait)?;
+            l.check_key(&ip).map_err(|nu| secs(nu, l.clock().now()))?;
         }
         if let Some(p) = &caller.0 {
-            match &p.api_key {
-                Some(id) => {
-                    if let Some(l) = &self.key {
-                        l.check_key(id).map_err(wait)?;
-                    }
-                }
-                None => {
-                    if let Some(l) = &self.user {
-                        l.check_key(&p.subject).map_err(wait)?;
-                    }
-                }
+            let (limiter, key) = match &p.api_key {
+                Some(id) => (&self.key, id),
+                None => (&self.user, &p.subject),
+            };
+            if let Some(l) = limiter {
+                l.check_key(key).map_err(|nu| secs(nu, l.clock().now()))?;
             }
         }
         Ok(())

