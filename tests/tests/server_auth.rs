@@ -727,3 +727,46 @@ async fn openapi_document_lists_every_route_and_the_docs_page_renders_it() {
     let html = String::from_utf8(r.body).unwrap();
     assert!(html.contains("/api-docs/openapi.json"));
 }
+
+#[tokio::test]
+async fn eddsa_tokens_verify_with_a_configured_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let public = dir.path().join("jwt-public.pem");
+    let private = dir.path().join("jwt-private.pem");
+    std::fs::write(&public, key.public_key_pem()).unwrap();
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    let state = state_with(dir.path(), |c| {
+        c.jwt_public_key_file = Some(public.clone());
+        c.jwt_private_key_file = Some(private.clone());
+        c.jwt_algorithm = Some("EdDSA".into());
+    })
+    .await;
+    assert_eq!(
+        state.auth().keys().algorithm(),
+        jsonwebtoken::Algorithm::EdDSA
+    );
+    // A token signed with the private key is accepted...
+    let t = token(&state, "root", Role::Admin);
+    let r = call(&state, "GET", "/api/v1/api-keys", Some(&t), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // ...an HS256 token with the test secret is not (only the configured algorithm counts).
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "root", "role": "admin", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(Config::TEST_JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let r = call(&state, "GET", "/api/v1/api-keys", Some(&hs), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // ...nor one signed by another Ed25519 key.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &json!({"sub": "root", "role": "admin", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let r = call(&state, "GET", "/api/v1/api-keys", Some(&forged), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
