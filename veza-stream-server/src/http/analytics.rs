@@ -94,21 +94,31 @@ async fn audio(
 ) -> Result<Response, ApiError> {
     let r = find(&state, &file_id).await?;
     caller.check_change(r.owner.as_deref(), r.is_private, "audio file")?;
-    let (from, to, interval, name) = range(&q)?;
-    let target = format!("audio:{}", r.id);
+    let (mut doc, _) = figures(&state, &format!("audio:{}", r.id), &q).await?;
+    doc["file_id"] = json!(r.id);
+    doc["plays"] = doc["sessions"].clone();
+    Ok(ok(doc).into_response())
+}
+
+/// The stored figures of `target` over the query's range, with the live figures of this node
+/// (`current_listeners`) and the range; also the live figures themselves.
+async fn figures(
+    state: &AppState,
+    target: &str,
+    q: &Range,
+) -> Result<(serde_json::Value, veza_stream_core::analytics::Figures), ApiError> {
+    let (from, to, interval, name) = range(q)?;
     let st = state
         .store()
-        .session_stats(&target, from, to, interval)
+        .session_stats(target, from, to, interval)
         .await?;
-    let live = state.analytics().figures(&target).unwrap_or_default();
+    let live = state.analytics().figures(target).unwrap_or_default();
     let mut doc = json!(st);
-    doc["file_id"] = json!(r.id);
-    doc["plays"] = json!(st.sessions);
     doc["current_listeners"] = json!(live.current);
     doc["from"] = json!(rfc3339(from));
     doc["to"] = json!(rfc3339(to));
     doc["interval"] = json!(name);
-    Ok(ok(doc).into_response())
+    Ok((doc, live))
 }
 
 #[utoipa::path(get, path = "/api/v1/streams/{stream_id}/analytics", tag = "analytics",
@@ -124,19 +134,8 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let s = crate::http::streams::find(&state, &caller, &stream_id).await?;
     caller.check_change(s.owner.as_deref(), s.is_private, "stream")?;
-    let (from, to, interval, name) = range(&q)?;
-    let target = format!("stream:{}", s.id);
-    let st = state
-        .store()
-        .session_stats(&target, from, to, interval)
-        .await?;
-    let live = state.analytics().figures(&target).unwrap_or_default();
-    let mut doc = json!(st);
+    let (mut doc, live) = figures(&state, &format!("stream:{}", s.id), &q).await?;
     doc["stream_id"] = json!(s.id);
-    doc["current_listeners"] = json!(live.current);
     doc["peak_listeners_since_start"] = json!(live.peak);
-    doc["from"] = json!(rfc3339(from));
-    doc["to"] = json!(rfc3339(to));
-    doc["interval"] = json!(name);
     Ok(ok(doc).into_response())
 }
