@@ -283,49 +283,64 @@ pub fn write_init_segment(b: &mut Vec<u8>, track: &AudioTrack<'_>) {
                 put_u32(b, 0); // width
                 put_u32(b, 0); // height
             });
-            write_box(b, b"mdia", |b| {
-                write_full_box(b, b"mdhd", 0, 0, |b| {
-                    put_u32(b, 0);
-                    put_u32(b, 0);
-                    put_u32(b, track.timescale);
-                    put_u32(b, 0);
-                    put_u16(b, 0x55C4); // "und"
-                    put_u16(b, 0);
-                });
-                write_full_box(b, b"hdlr", 0, 0, |b| {
-                    put_u32(b, 0);
-                    b.extend_from_slice(b"soun");
-                    b.extend_from_slice(&[0; 12]);
-                    b.extend_from_slice(b"SoundHandler\0");
-                });
-                write_box(b, b"minf", |b| {
-                    write_full_box(b, b"smhd", 0, 0, |b| put_u32(b, 0));
-                    write_box(b, b"dinf", |b| {
-                        write_full_box(b, b"dref", 0, 0, |b| {
-                            put_u32(b, 1);
-                            write_full_box(b, b"url ", 0, 1, |_| {});
-                        });
-                    });
-                    write_box(b, b"stbl", |b| {
-                        write_full_box(b, b"stsd", 0, 0, |b| {
-                            put_u32(b, 1);
-                            write_audio_sample_entry(
-                                b,
-                                &track.entry,
-                                track.sample_rate,
-                                track.channels,
-                            );
-                        });
-                        write_full_box(b, b"stts", 0, 0, |b| put_u32(b, 0));
-                        write_full_box(b, b"stsc", 0, 0, |b| put_u32(b, 0));
-                        write_full_box(b, b"stsz", 0, 0, |b| put_u64(b, 0));
-                        write_full_box(b, b"stco", 0, 0, |b| put_u32(b, 0));
-                    });
-                });
-            });
+            write_mdia(
+                b,
+                track.timescale,
+                &track.entry,
+                track.sample_rate,
+                track.channels,
+            );
         });
         write_box(b, b"mvex", |b| {
             write_trex(b, track.track_id, track.default_sample_duration)
+        });
+    });
+}
+
+/// Appends a `mdia` box for one audio track: `mdhd` (`timescale`, language "und"), `hdlr`
+/// "soun", and `minf` with `smhd`, `dinf`/`dref` and an `stbl` holding the sample entry and empty
+/// sample tables (the samples are in fragments). Shared by the HLS init segment and the M4A
+/// encoder's header.
+pub fn write_mdia(
+    b: &mut Vec<u8>,
+    timescale: u32,
+    entry: &AudioSampleEntry<'_>,
+    sample_rate: u32,
+    channels: u16,
+) {
+    write_box(b, b"mdia", |b| {
+        write_full_box(b, b"mdhd", 0, 0, |b| {
+            put_u32(b, 0);
+            put_u32(b, 0);
+            put_u32(b, timescale);
+            put_u32(b, 0);
+            put_u16(b, 0x55C4); // "und"
+            put_u16(b, 0);
+        });
+        write_full_box(b, b"hdlr", 0, 0, |b| {
+            put_u32(b, 0);
+            b.extend_from_slice(b"soun");
+            b.extend_from_slice(&[0; 12]);
+            b.extend_from_slice(b"SoundHandler\0");
+        });
+        write_box(b, b"minf", |b| {
+            write_full_box(b, b"smhd", 0, 0, |b| put_u32(b, 0));
+            write_box(b, b"dinf", |b| {
+                write_full_box(b, b"dref", 0, 0, |b| {
+                    put_u32(b, 1);
+                    write_full_box(b, b"url ", 0, 1, |_| {});
+                });
+            });
+            write_box(b, b"stbl", |b| {
+                write_full_box(b, b"stsd", 0, 0, |b| {
+                    put_u32(b, 1);
+                    write_audio_sample_entry(b, entry, sample_rate, channels);
+                });
+                write_full_box(b, b"stts", 0, 0, |b| put_u32(b, 0));
+                write_full_box(b, b"stsc", 0, 0, |b| put_u32(b, 0));
+                write_full_box(b, b"stsz", 0, 0, |b| put_u64(b, 0));
+                write_full_box(b, b"stco", 0, 0, |b| put_u32(b, 0));
+            });
         });
     });
 }

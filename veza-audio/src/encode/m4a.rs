@@ -64,9 +64,8 @@ use crate::pcm::PcmBuffer;
 const MAX_TAG_BYTES: usize = 64 * 1024;
 
 use crate::mp4::{
-    AudioSampleEntry, Fragment, put_u16 as u16be, put_u32 as u32be, put_u64 as u64be,
-    write_audio_sample_entry, write_box, write_fragment_header, write_full_box,
-    write_matrix as matrix, write_trex,
+    AudioSampleEntry, Fragment, put_u16 as u16be, put_u32 as u32be, put_u64 as u64be, write_box,
+    write_fragment_header, write_full_box, write_matrix as matrix, write_mdia, write_trex,
 };
 
 /// `value` cut to at most `MAX_TAG_BYTES` at a character boundary.
@@ -229,41 +228,11 @@ fn write_moov(b: &mut Vec<u8>, h: &HeaderInfo<'_>) {
                     u16be(b, 0);
                 });
             });
-            write_box(b, b"mdia", |b| {
-                write_full_box(b, b"mdhd", 0, 0, |b| {
-                    u32be(b, 0);
-                    u32be(b, 0);
-                    u32be(b, rate);
-                    u32be(b, 0);
-                    u16be(b, 0x55C4); // "und"
-                    u16be(b, 0);
-                });
-                write_full_box(b, b"hdlr", 0, 0, |b| {
-                    u32be(b, 0);
-                    b.extend_from_slice(b"soun");
-                    b.extend_from_slice(&[0; 12]);
-                    b.extend_from_slice(b"SoundHandler\0");
-                });
-                write_box(b, b"minf", |b| {
-                    write_full_box(b, b"smhd", 0, 0, |b| u32be(b, 0));
-                    write_box(b, b"dinf", |b| {
-                        write_full_box(b, b"dref", 0, 0, |b| {
-                            u32be(b, 1);
-                            write_full_box(b, b"url ", 0, 1, |_| {});
-                        });
-                    });
-                    write_box(b, b"stbl", |b| {
-                        write_full_box(b, b"stsd", 0, 0, |b| {
-                            u32be(b, 1);
-                            write_mp4a(b, h, rate, channels);
-                        });
-                        write_full_box(b, b"stts", 0, 0, |b| u32be(b, 0));
-                        write_full_box(b, b"stsc", 0, 0, |b| u32be(b, 0));
-                        write_full_box(b, b"stsz", 0, 0, |b| u64be(b, 0));
-                        write_full_box(b, b"stco", 0, 0, |b| u32be(b, 0));
-                    });
-                });
-            });
+            let entry = AudioSampleEntry::Mp4a {
+                audio_specific_config: h.asc,
+                avg_bitrate: h.avg_bitrate,
+            };
+            write_mdia(b, rate, &entry, rate, channels);
         });
         write_box(b, b"mvex", |b| {
             if h.seekable {
@@ -282,14 +251,6 @@ fn write_moov(b: &mut Vec<u8>, h: &HeaderInfo<'_>) {
         );
         write_udta(b, h.tags, &gapless);
     });
-}
-
-fn write_mp4a(b: &mut Vec<u8>, h: &HeaderInfo<'_>, rate: u32, channels: u16) {
-    let entry = AudioSampleEntry::Mp4a {
-        audio_specific_config: h.asc,
-        avg_bitrate: h.avg_bitrate,
-    };
-    write_audio_sample_entry(b, &entry, rate, channels);
 }
 
 /// Groups access units into `moof` + `mdat` fragments of about one second.
