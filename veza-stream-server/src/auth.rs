@@ -582,7 +582,11 @@ impl Auth {
 }
 
 /// The credential presented by a request, if any.
-fn credential(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn credential(
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Option<String> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_owned());
     }

@@ -98,6 +98,83 @@ pub struct Config {
     /// How often listener analytics are written to storage (`ANALYTICS_FLUSH_INTERVAL`,
     /// default 10s).
     pub analytics_flush_interval: Duration,
+    /// Live streaming settings (`LIVE_*`).
+    pub live: LiveSettings,
+}
+
+/// One rung of the live HLS ladder: a codec and a bitrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveRung {
+    /// `aac` or `mp3`.
+    pub codec: LiveCodec,
+    /// Bitrate in kbit/s.
+    pub kbps: u32,
+}
+
+/// The codecs of the live HLS ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveCodec {
+    /// AAC-LC (fMP4 segments).
+    Aac,
+    /// MP3 (packed-audio segments).
+    Mp3,
+}
+
+impl LiveRung {
+    /// The rung's name in URLs, e.g. `aac-96`.
+    pub fn name(&self) -> String {
+        match self.codec {
+            LiveCodec::Aac => format!("aac-{}", self.kbps),
+            LiveCodec::Mp3 => format!("mp3-{}", self.kbps),
+        }
+    }
+}
+
+/// Live streaming settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSettings {
+    /// Audio a new progressive listener gets at once, for a fast start (`LIVE_BURST`, default
+    /// `2s`; `0s` starts at the live edge). A listener may ask for less with `?burst=MS`.
+    pub burst: Duration,
+    /// Bytes of audio between ICY metadata blocks (`LIVE_ICY_METAINT`, default 16000).
+    pub icy_metaint: usize,
+    /// How long a dropped source may take to return to the same stream (`LIVE_GRACE_PERIOD`,
+    /// default `10s`).
+    pub grace_period: Duration,
+    /// Listeners per stream on one node (`LIVE_MAX_LISTENERS`, default 100000).
+    pub max_listeners: usize,
+    /// The live HLS ladder (`LIVE_HLS_LADDER`, default `aac:48,aac:96,aac:160,mp3:128`; `off`
+    /// for none).
+    pub hls_ladder: Vec<LiveRung>,
+    /// Seconds of audio per live HLS segment (`LIVE_HLS_SEGMENT`, default `2s`).
+    pub hls_segment: Duration,
+    /// Record every live stream unless it says otherwise (`LIVE_RECORD_DEFAULT`, default false).
+    pub record_default: bool,
+    /// Where recordings are written (`LIVE_RECORDINGS_DIR`, default `DATA_DIR/recordings`).
+    pub recordings_dir: PathBuf,
+}
+
+/// Parses `aac:48,aac:96,mp3:128` (or `off`).
+pub fn parse_ladder(s: &str) -> Option<Vec<LiveRung>> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+        return Some(Vec::new());
+    }
+    let mut out: Vec<LiveRung> = Vec::new();
+    for item in s.split(',') {
+        let (c, k) = item.trim().split_once(':')?;
+        let codec = match c.trim().to_ascii_lowercase().as_str() {
+            "aac" => LiveCodec::Aac,
+            "mp3" => LiveCodec::Mp3,
+            _ => return None,
+        };
+        let kbps: u32 = k.trim().trim_end_matches('k').parse().ok()?;
+        if !(16..=320).contains(&kbps) || out.iter().any(|r| r.codec == codec && r.kbps == kbps) {
+            return None;
+        }
+        out.push(LiveRung { codec, kbps });
+    }
+    (out.len() <= 8).then_some(out)
 }
 
 /// A rate limit: `requests` per `per`, with a burst of `requests`.
@@ -373,7 +450,61 @@ impl Config {
                     )
                 })?,
         };
+        let dur =
+            |name: &str, default: Duration, range: std::ops::RangeInclusive<Duration>| match val(
+                name,
+            ) {
+                None => Ok(default),
+                Some(t) => humantime::parse_duration(&t)
+                    .ok()
+                    .filter(|d| range.contains(d))
+                    .ok_or_else(|| {
+                        bad(
+                            name,
+                            format!(
+                                "{t:?} is not a duration from {} to {}",
+                                humantime::format_duration(*range.start()),
+                                humantime::format_duration(*range.end())
+                            ),
+                        )
+                    }),
+            };
+        let live = LiveSettings {
+            burst: dur("LIVE_BURST", Duration::from_secs(2), Duration::ZERO..=Duration::from_secs(20))?,
+            icy_metaint: num("LIVE_ICY_METAINT", val("LIVE_ICY_METAINT"), 16_000usize)
+                .and_then(|v| {
+                    if (256..=1 << 20).contains(&v) {
+                        Ok(v)
+                    } else {
+                        Err(bad("LIVE_ICY_METAINT", "must be between 256 and 1048576"))
+                    }
+                })?,
+            grace_period: dur(
+                "LIVE_GRACE_PERIOD",
+                Duration::from_secs(10),
+                Duration::ZERO..=Duration::from_secs(3600),
+            )?,
+            max_listeners: num("LIVE_MAX_LISTENERS", val("LIVE_MAX_LISTENERS"), 100_000usize)?,
+            hls_ladder: match val("LIVE_HLS_LADDER") {
+                None => parse_ladder("aac:48,aac:96,aac:160,mp3:128").unwrap_or_default(),
+                Some(l) => parse_ladder(&l).ok_or_else(|| {
+                    bad(
+                        "LIVE_HLS_LADDER",
+                        format!("{l:?} is not a list such as aac:48,aac:96,mp3:128 (at most 8 rungs of 16 to 320 kbit/s), or off"),
+                    )
+                })?,
+            },
+            hls_segment: dur(
+                "LIVE_HLS_SEGMENT",
+                Duration::from_secs(2),
+                Duration::from_millis(500)..=Duration::from_secs(10),
+            )?,
+            record_default: boolean("LIVE_RECORD_DEFAULT", false)?,
+            recordings_dir: val("LIVE_RECORDINGS_DIR")
+                .map_or_else(|| data_dir.join("recordings"), PathBuf::from),
+        };
         Ok(Self {
+            live,
             analytics_flush_interval,
             jwt_public_key_file,
             jwt_private_key_file: file_setting("JWT_PRIVATE_KEY_FILE"),

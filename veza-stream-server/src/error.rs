@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The request conflicts with the resource's state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The resource existed and is over (410), e.g. an ended live stream.
+    #[error("{0}")]
+    Gone(String),
     /// No or bad credentials (401).
     #[error("authentication required")]
     Unauthorized,
@@ -71,6 +74,7 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,6 +93,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
+            Self::Gone(_) => "gone",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -130,16 +135,25 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON error body (`{"success": false, "error": {"code", "message"}}`); server errors
+    /// other than 503 are logged and say only "internal error".
+    pub fn body(&self) -> serde_json::Value {
+        let message =
+            if self.status().is_server_error() && !matches!(self, Self::Unavailable { .. }) {
+                tracing::error!(error = %self, "request failed");
+                "internal error".to_owned()
+            } else {
+                self.to_string()
+            };
+        json!({"success": false, "error": {"code": self.code(), "message": message}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() && !matches!(self, Self::Unavailable { .. }) {
-            tracing::error!(error = %self, "request failed");
-            "internal error".to_owned()
-        } else {
-            self.to_string()
-        };
-        let body = json!({"success": false, "error": {"code": self.code(), "message": message}});
+        let body = self.body();
         let mut resp = (status, Json(body)).into_response();
         let h = resp.headers_mut();
         match &self {

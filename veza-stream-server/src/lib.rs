@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod state;
 pub mod storage;
@@ -162,6 +163,7 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
         tokio::spawn(async move { axum::serve(ml, metrics_app).await });
     }
     let tls = tls_config(cfg).await?;
+    let state_for_live = state.clone();
     let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
     if let Some(tls) = tls {
         let handle = axum_server::Handle::new();
@@ -177,20 +179,19 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
         });
     }
     let (tx, rx) = oneshot::channel::<()>();
-    // Responses go out whole at once: no Nagle delay on the last partial packet of a keep-alive
-    // response (it costs a delayed-ACK round, up to 40 ms, on small responses).
-    let listener = {
-        use axum::serve::ListenerExt as _;
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    };
+    // Icecast sources and progressive listeners are served as they arrive; the rest goes to
+    // hyper (see `live::icecast`). Accepted sockets get TCP_NODELAY: responses go out whole at
+    // once, with no Nagle delay on the last partial packet of a keep-alive response.
+    let (hyper_conns, accept_task) = live::icecast::accept_loop(state_for_live, listener)?;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        use axum::serve::ListenerExt as _;
+        let r = axum::serve(hyper_conns.tap_io(|_| {}), router)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })
-            .await
+            .await;
+        accept_task.abort();
+        r
     });
     Ok(Running {
         addr,

@@ -35,6 +35,19 @@ pub const EVENTS_DROPPED: &str = "veza_events_dropped_total";
 /// Events waiting for NATS.
 pub const EVENTS_BUFFERED: &str = "veza_events_buffered";
 
+/// Live listeners now on this node (all protocols with a connection: ICY, WebSocket).
+pub const LIVE_LISTENERS: &str = "veza_live_listeners";
+/// Bytes received from live sources.
+pub const LIVE_INGEST_BYTES: &str = "veza_live_ingest_bytes_total";
+/// Bytes of live audio handed to listeners.
+pub const LIVE_SENT_BYTES: &str = "veza_live_sent_bytes_total";
+/// Listeners moved forward because they fell behind the live edge.
+pub const LIVE_LISTENER_SKIPS: &str = "veza_live_listener_skips_total";
+/// Runs of source bytes that were not audio frames (dropped).
+pub const LIVE_BAD_SOURCE_BYTES: &str = "veza_live_bad_source_data_total";
+/// Live sources refused, by `reason`.
+pub const LIVE_SOURCES_REFUSED: &str = "veza_live_sources_refused_total";
+
 /// Installs the recorder (once per process; later calls reuse it) and returns its handle.
 ///
 /// # Errors

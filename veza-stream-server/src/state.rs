@@ -10,6 +10,7 @@ use crate::cache::TranscodeCache;
 use crate::config::Config;
 use crate::events::Events;
 use crate::jobs::Jobs;
+use crate::live::LiveHub;
 use crate::storage::Store;
 use crate::vod::VodCache;
 
@@ -29,6 +30,7 @@ struct Inner {
     analytics: Hub,
     events: Events,
     vod: VodCache,
+    live: LiveHub,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
         let vod = VodCache::new(config.hls_memory_bytes, cpus);
         Self {
             inner: Arc::new(Inner {
+                live: LiveHub::default(),
                 vod,
                 config,
                 store,
@@ -79,6 +82,17 @@ impl AppState {
     /// The HLS VOD renditions in memory.
     pub fn vod(&self) -> &VodCache {
         &self.inner.vod
+    }
+
+    /// The live channels on air on this node.
+    pub fn live(&self) -> &LiveHub {
+        &self.inner.live
+    }
+
+    /// Listeners of live stream `id` now, on every node (listeners on this node plus those
+    /// other nodes report through NATS).
+    pub fn viewers(&self, id: &str) -> usize {
+        self.inner.live.viewers(id)
     }
 
     /// The job queue.

@@ -411,6 +411,47 @@ impl Store {
         Ok(())
     }
 
+    /// Records a stream going on air (`started_at` set) or off air (`viewer_count` zeroed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_stream_live(
+        &self,
+        id: &str,
+        live: bool,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let q = if live {
+            self.sql(
+                "UPDATE streams SET is_live = 1, started_at = $1, updated_at = $1 WHERE id = $2",
+            )
+        } else {
+            self.sql(
+                "UPDATE streams SET is_live = 0, viewer_count = 0, updated_at = $1 WHERE id = $2",
+            )
+        };
+        sqlx::query(&q)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a stream's `viewer_count`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn set_stream_viewers(&self, id: &str, viewers: i64) -> Result<(), sqlx::Error> {
+        let q = self.sql("UPDATE streams SET viewer_count = $1 WHERE id = $2");
+        sqlx::query(&q)
+            .bind(viewers)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A stream.
     ///
     /// # Errors

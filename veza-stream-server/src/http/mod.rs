@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(ops::routes())
+        .merge(crate::live::icecast::routes())
         .merge(openapi::routes())
         // Preflight requests are answered before authentication.
         .layer(cors)

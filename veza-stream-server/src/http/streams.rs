@@ -186,7 +186,8 @@ async fn read(
     caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let s = find(&state, &caller, &id).await?;
+    let mut s = find(&state, &caller, &id).await?;
+    state.live().overlay(&state, &mut s);
     Ok(ok(document(&s)).into_response())
 }
 
@@ -213,7 +214,13 @@ async fn list(
         .store()
         .list_streams(caller.subject(), admin, per_page, offset)
         .await?;
-    let items: Vec<Value> = items.iter().map(document).collect();
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut s| {
+            state.live().overlay(&state, &mut s);
+            document(&s)
+        })
+        .collect();
     Ok(
         ok(json!({"items": items, "page": page, "per_page": per_page, "total": total}))
             .into_response(),
@@ -249,6 +256,7 @@ async fn update(
     s.updated_at = now_ms();
     state.store().update_stream(&s).await?;
     state.events().publish(Subject::StreamUpdated, document(&s));
+    state.live().overlay(&state, &mut s);
     Ok(ok(document(&s)).into_response())
 }
 
