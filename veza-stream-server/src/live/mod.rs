@@ -423,11 +423,11 @@ impl LiveHub {
                 }
             }
         };
+        ch.feed(Input::SourceConnected { now })
+            .map_err(stream_error)?;
         if let Ok(mut i) = ch.info.lock() {
             *i = info;
         }
-        ch.feed(Input::SourceConnected { now })
-            .map_err(stream_error)?;
         Ok(SourceGuard {
             ch,
             connected: true,

@@ -1,0 +1,541 @@
+//! Live broadcasting end to end over a real port: ffmpeg as the Icecast source (MP3, ADTS AAC,
+//! Ogg Vorbis; `PUT` and the legacy `SOURCE`), ffmpeg and raw sockets as listeners (the received
+//! audio decodes and lasts as long as what was sent), ICY metadata blocks with the title set
+//! through `/admin/metadata`, the stream record following the source (is_live, started_at,
+//! viewer_count, events), the grace period of a dropped source, and the refusals (bad key 401,
+//! second source 409, past MAX_CONCURRENT_STREAMS 503, unknown content type 415).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+use veza_stream_server::auth::Role;
+use veza_stream_server::events::Subject;
+use veza_stream_server::{AppState, Config, app, build_state, start};
+use veza_tests::require_tool;
+
+async fn state_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> AppState {
+    let mut cfg = Config::for_tests(dir);
+    cfg.live.grace_period = Duration::from_millis(1500);
+    cfg.live.hls_ladder = Vec::new();
+    edit(&mut cfg);
+    build_state(cfg).await.unwrap()
+}
+
+fn token(state: &AppState) -> String {
+    state
+        .auth()
+        .keys()
+        .sign("alice", Role::Creator, Duration::from_secs(3600))
+        .unwrap()
+}
+
+async fn api(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {}", token(state)));
+    let body = match body {
+        Some(v) => {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app(state.clone())
+        .oneshot(b.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Creates a stream; returns (id, ingest key).
+async fn create_stream(state: &AppState, title: &str) -> (String, String) {
+    let (status, v) = api(
+        state,
+        "POST",
+        "/api/v1/streams",
+        Some(json!({"title": title})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    (
+        v["data"]["id"].as_str().unwrap().to_owned(),
+        v["data"]["ingest_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn stream_doc(state: &AppState, id: &str) -> Value {
+    let (status, v) = api(state, "GET", &format!("/api/v1/streams/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["data"].clone()
+}
+
+/// A test tone encoded by ffmpeg: `secs` seconds, in `codec_args` into `ext`.
+fn tone(dir: &Path, name: &str, secs: f64, codec_args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={secs}"
+        ))
+        .args(["-ac", "2"])
+        .args(codec_args)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg could not make the test tone");
+    out
+}
+
+/// ffmpeg as an Icecast source, sending `file` in real time (`-re`) with `-c copy`.
+fn ffmpeg_source(addr: SocketAddr, id: &str, key: &str, file: &Path, fmt: &str, ct: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", fmt, "-content_type", ct])
+        .args(["-ice_name", "Veza Test FM", "-ice_genre", "Test"])
+        .arg(format!("icecast://source:{key}@{addr}/live/{id}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `cond` holds (checked every 50 ms), at most `limit`.
+async fn wait_for(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond().await {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a raw request head and reads the response head; returns (status line, headers, the
+/// stream positioned at the body, bytes of body already read).
+async fn raw_get(
+    addr: SocketAddr,
+    head: &str,
+) -> (String, Vec<(String, String)>, TcpStream, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        let mut b = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the response head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&b[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = buf[end + 4..].to_vec();
+    (status, headers, tcp, rest)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads until EOF or `limit`.
+async fn read_to_end(tcp: &mut TcpStream, mut out: Vec<u8>, limit: Duration) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut b = vec![0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.read(&mut b)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[..n]);
+    }
+    out
+}
+
+/// Audio duration of a file as ffprobe decodes it (packets' durations summed by ffmpeg).
+fn decoded_secs(path: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "8000", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as f64 / 2.0 / 8000.0
+}
+
+/// Splits an ICY stream into audio and the titles of its metadata blocks.
+fn split_icy(stream: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
+    let mut audio = Vec::new();
+    let mut titles = Vec::new();
+    let mut i = 0;
+    while i < stream.len() {
+        let n = metaint.min(stream.len() - i);
+        audio.extend_from_slice(&stream[i..i + n]);
+        i += n;
+        if i >= stream.len() {
+            break;
+        }
+        let len = stream[i] as usize * 16;
+        let end = (i + 1 + len).min(stream.len());
+        let text = String::from_utf8_lossy(&stream[i + 1..end]).to_string();
+        if let Some(t) = text.split("StreamTitle='").nth(1) {
+            titles.push(t.split("';").next().unwrap_or("").to_owned());
+        }
+        i = end;
+    }
+    (audio, titles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ffmpeg_mp3_source_reaches_icy_listeners_whole() {
+    require_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let mut events = state.events().subscribe();
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "Morning show").await;
+    // Not on air yet: listeners get 404, the document says not live.
+    let (status, _, _, _) = raw_get(addr, &format!("GET /live/{id}.mp3 HTTP/1.0\r\n\r\n")).await;
+    assert!(status.contains("404"), "{status}");
+    assert_eq!(stream_doc(&state, &id).await["is_live"], false);
+
+    let file = tone(
+        dir.path(),
+        "tone.mp3",
+        6.0,
+        &["-c:a", "libmp3lame", "-b:a", "128k"],
+    );
+    let sent = decoded_secs(&file);
+    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    wait_for(
+        Duration::from_secs(10),
+        "the stream to go live",
+        async || stream_doc(&state, &id).await["is_live"] == true,
+    )
+    .await;
+    // A listener with ICY metadata, starting from the beginning (a burst longer than what was
+    // sent so far), and a plain one through ffmpeg.
+    let (status, headers, mut icy_tcp, first) = raw_get(
+        addr,
+        &format!("GET /live/{id}?burst=20000 HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\nUser-Agent: test\r\n\r\n"),
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.0 200"), "{status}");
+    assert_eq!(header(&headers, "content-type"), Some("audio/mpeg"));
+    assert_eq!(header(&headers, "icy-name"), Some("Veza Test FM"));
+    assert_eq!(header(&headers, "icy-genre"), Some("Test"));
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
+    let metaint: usize = header(&headers, "icy-metaint").unwrap().parse().unwrap();
+    assert_eq!(metaint, 16000);
+    let doc = stream_doc(&state, &id).await;
+    assert_eq!(doc["viewer_count"], 1, "{doc}");
+    assert!(doc["started_at"].is_string(), "{doc}");
+    // Now-playing through Icecast's admin endpoint, with the source's credentials.
+    let (st, _, mut t, rest) = raw_get(
+        addr,
+        &format!(
+            "GET /admin/metadata?mount=/live/{id}&mode=updinfo&song=Bach%20-%20Air HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+            b64(&format!("source:{key}"))
+        ),
+    )
+    .await;
+    assert!(st.contains("200"), "{st}");
+    let body = read_to_end(&mut t, rest, Duration::from_secs(2)).await;
+    assert!(String::from_utf8_lossy(&body).contains("<return>1</return>"));
+    // A wrong key cannot change it.
+    let (st, _, _, _) = raw_get(
+        addr,
+        &format!(
+            "GET /admin/metadata?mount=/live/{id}&mode=updinfo&song=x HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+            b64("source:wrong")
+        ),
+    )
+    .await;
+    assert!(st.contains("401"), "{st}");
+
+    let ffmpeg_out = dir.path().join("heard.wav");
+    let mut listener = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(format!("http://{addr}/live/{id}.mp3?burst=20000"))
+        .arg(&ffmpeg_out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The source ends; after the grace period the stream ends and listeners get EOF.
+    let st = tokio::task::spawn_blocking(move || src.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "the ffmpeg source failed");
+    let stream = read_to_end(&mut icy_tcp, first, Duration::from_secs(15)).await;
+    let (audio, titles) = split_icy(&stream, metaint);
+    assert!(
+        titles.iter().any(|t| t == "Bach - Air"),
+        "titles {titles:?}"
+    );
+    let heard_path = dir.path().join("heard.mp3");
+    std::fs::write(&heard_path, &audio).unwrap();
+    let heard = decoded_secs(&heard_path);
+    assert!(
+        (heard - sent).abs() < 0.1,
+        "sent {sent:.3} s, the ICY listener heard {heard:.3} s"
+    );
+    let st = tokio::task::spawn_blocking(move || listener.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+    let heard = decoded_secs(&ffmpeg_out);
+    assert!(
+        (heard - sent).abs() < 0.1,
+        "sent {sent:.3} s, ffmpeg heard {heard:.3} s"
+    );
+    wait_for(Duration::from_secs(5), "the stream to end", async || {
+        stream_doc(&state, &id).await["is_live"] == false
+    })
+    .await;
+    assert_eq!(stream_doc(&state, &id).await["viewer_count"], 0);
+    // Events: started then ended, for this stream.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.data["id"] == id.as_str() {
+            seen.push(e.subject.clone());
+        }
+    }
+    let started = seen
+        .iter()
+        .position(|s| s.as_str() == Subject::StreamStarted.as_str());
+    let ended = seen
+        .iter()
+        .position(|s| s.as_str() == Subject::StreamEnded.as_str());
+    assert!(
+        matches!((started, ended), (Some(a), Some(b)) if a < b),
+        "events {seen:?}"
+    );
+    running.stop().await.unwrap();
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// AAC (ADTS) and Ogg Vorbis sources, each heard whole by ffmpeg over ICY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aac_and_ogg_vorbis_sources_are_heard_whole() {
+    require_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let cases = [
+        (
+            "tone.aac",
+            vec!["-c:a", "aac", "-b:a", "96k"],
+            "adts",
+            "audio/aac",
+            "aac",
+        ),
+        (
+            "tone.ogg",
+            vec!["-c:a", "libvorbis", "-q:a", "3"],
+            "ogg",
+            "audio/ogg",
+            "ogg",
+        ),
+    ];
+    for (name, args, fmt, ct, ext) in cases {
+        let (id, key) = create_stream(&state, name).await;
+        let file = tone(dir.path(), name, 5.0, &args);
+        let sent = decoded_secs(&file);
+        let mut src = ffmpeg_source(addr, &id, &key, &file, fmt, ct);
+        wait_for(
+            Duration::from_secs(10),
+            "the stream to go live",
+            async || state.live().get(&id).is_some(),
+        )
+        .await;
+        let (status, headers, mut tcp, first) = raw_get(
+            addr,
+            &format!("GET /live/{id}.{ext}?burst=20000 HTTP/1.0\r\n\r\n"),
+        )
+        .await;
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(header(&headers, "content-type"), Some(ct));
+        let st = tokio::task::spawn_blocking(move || src.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(st.success(), "the ffmpeg {fmt} source failed");
+        let body = read_to_end(&mut tcp, first, Duration::from_secs(15)).await;
+        let heard_path = dir.path().join(format!("heard.{ext}"));
+        std::fs::write(&heard_path, &body).unwrap();
+        let heard = decoded_secs(&heard_path);
+        assert!(
+            (heard - sent).abs() < 0.15,
+            "{fmt}: sent {sent:.3} s, heard {heard:.3} s"
+        );
+    }
+    running.stop().await.unwrap();
+}
+
+/// Bad key 401 (with a Basic challenge), unknown mount 404, unsupported content type 415, a
+/// second source 409, a stream past MAX_CONCURRENT_STREAMS 503; the legacy SOURCE method works;
+/// a source that drops and returns within the grace period continues the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_are_refused_clearly_and_may_return_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |c| c.max_concurrent_streams = 1).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "one").await;
+    let (id2, key2) = create_stream(&state, "two").await;
+    let auth = |k: &str| b64(&format!("source:{k}"));
+
+    let put = |id: &str, k: &str, ct: &str| {
+        format!(
+            "PUT /live/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: {ct}\r\nIce-Name: x\r\n\r\n",
+            auth(k)
+        )
+    };
+    let (st, h, _, _) = raw_get(addr, &put(&id, "wrong", "audio/mpeg")).await;
+    assert!(st.contains("401"), "{st}");
+    assert!(header(&h, "www-authenticate").unwrap().starts_with("Basic"));
+    let (st, _, _, _) = raw_get(
+        addr,
+        &put(&uuid::Uuid::new_v4().to_string(), &key, "audio/mpeg"),
+    )
+    .await;
+    assert!(st.contains("404"), "{st}");
+    let (st, _, _, _) = raw_get(addr, &put(&id, &key, "video/mp4")).await;
+    assert!(st.contains("415"), "{st}");
+
+    // The legacy SOURCE method (HTTP/1.0), then MP3 frames.
+    let frame = {
+        let mut f = vec![0u8; 417];
+        f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
+        f
+    };
+    let (st, _, mut first, _) = raw_get(
+        addr,
+        &format!(
+            "SOURCE /live/{id} HTTP/1.0\r\nAuthorization: Basic {}\r\nContent-Type: audio/mpeg\r\n\r\n",
+            auth(&key)
+        ),
+    )
+    .await;
+    assert!(st.starts_with("HTTP/1.0 200"), "{st}");
+    for _ in 0..20 {
+        first.write_all(&frame).await.unwrap();
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "the stream to go live",
+        async || stream_doc(&state, &id).await["is_live"] == true,
+    )
+    .await;
+    let started_at = stream_doc(&state, &id).await["started_at"].clone();
+    // A second source on the same mount: 409. Another stream past the limit: 503.
+    let (st, _, _, _) = raw_get(addr, &put(&id, &key, "audio/mpeg")).await;
+    assert!(st.contains("409"), "{st}");
+    let (st, h, _, _) = raw_get(addr, &put(&id2, &key2, "audio/mpeg")).await;
+    assert!(st.contains("503"), "{st}");
+    assert!(header(&h, "retry-after").is_some());
+
+    // The source drops and returns within the grace period: the same stream goes on.
+    let (_, _, mut listener, _) = raw_get(addr, &format!("GET /live/{id} HTTP/1.0\r\n\r\n")).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, _, mut again, _) = raw_get(addr, &put(&id, &key, "audio/mpeg")).await;
+    assert!(st.contains("200"), "{st}");
+    for _ in 0..40 {
+        again.write_all(&frame).await.unwrap();
+    }
+    let doc = stream_doc(&state, &id).await;
+    assert_eq!(doc["is_live"], true);
+    assert_eq!(
+        doc["started_at"], started_at,
+        "a returning source continues the stream"
+    );
+    // The listener kept its connection and gets the new audio.
+    let mut b = vec![0u8; 417 * 10];
+    tokio::time::timeout(Duration::from_secs(5), listener.read_exact(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    // Gone for good: after the grace period the stream ends and the listener gets EOF.
+    drop(again);
+    let rest = read_to_end(&mut listener, Vec::new(), Duration::from_secs(10)).await;
+    assert!(rest.len() < 417 * 100);
+    let mut one = [0u8; 1];
+    assert_eq!(
+        listener.read(&mut one).await.unwrap(),
+        0,
+        "the listener's connection ends"
+    );
+    wait_for(Duration::from_secs(5), "the stream to end", async || {
+        stream_doc(&state, &id).await["is_live"] == false
+    })
+    .await;
+    // The slot is free again: the other stream may go live.
+    let (st, _, _, _) = raw_get(addr, &put(&id2, &key2, "audio/mpeg")).await;
+    assert!(st.contains("200"), "{st}");
+    running.stop().await.unwrap();
+}
