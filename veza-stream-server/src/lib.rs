@@ -84,6 +84,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         }
     });
     jobs::spawn_dispatcher(state.clone(), queue, workers);
+    if let Some(url) = state.config().nats_url.clone() {
+        match live::relay::Relay::start(&state, &url).await {
+            Ok(r) => state.live().set_relay(r),
+            Err(e) => tracing::error!(error = %e, "NATS_URL cannot be used for the live relay"),
+        }
+    }
     Ok(state)
 }
 

@@ -37,6 +37,7 @@ use crate::state::AppState;
 use crate::storage::StreamRecord;
 
 pub mod icecast;
+pub mod relay;
 
 /// What the source said about itself (`ice-*` headers), shown to listeners as `icy-*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,6 +100,8 @@ pub struct Channel {
     drive: mpsc::UnboundedSender<Drive>,
     /// Relayed from another node (no local source).
     relayed: bool,
+    /// HLS clients seen recently (kept by the HLS delivery).
+    hls_viewers: AtomicUsize,
 }
 
 impl std::fmt::Debug for Channel {
@@ -125,6 +128,21 @@ impl Channel {
     /// Listeners on this node now.
     pub fn listeners(&self) -> usize {
         self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// HLS clients that fetched a playlist or segment recently.
+    pub fn hls_viewers(&self) -> usize {
+        self.hls_viewers.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of recent HLS clients (by the HLS delivery).
+    pub fn set_hls_viewers(&self, n: usize) {
+        self.hls_viewers.store(n, Ordering::Relaxed);
+    }
+
+    /// True when no HLS client is watching.
+    pub fn hls_idle(&self) -> bool {
+        self.hls_viewers() == 0
     }
 
     /// True once the stream has ended.
@@ -290,6 +308,7 @@ pub struct LiveHub {
     channels: Arc<Mutex<HashMap<String, Arc<Channel>>>>,
     /// Listener counts other nodes report: stream -> node -> (count, when).
     remote: Arc<Mutex<RemoteCounts>>,
+    relay: Arc<std::sync::OnceLock<relay::Relay>>,
 }
 
 type RemoteCounts = HashMap<String, HashMap<u64, (usize, Instant)>>;
@@ -322,9 +341,19 @@ impl LiveHub {
             .count()
     }
 
-    /// Listeners of `id` on this node.
+    /// Listeners of `id` on this node (connections and recent HLS clients).
     pub fn local_listeners(&self, id: &str) -> usize {
-        self.get(id).map_or(0, |c| c.listeners())
+        self.get(id).map_or(0, |c| c.listeners() + c.hls_viewers())
+    }
+
+    /// Sets the relay to other nodes (with `NATS_URL`).
+    pub fn set_relay(&self, relay: relay::Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The relay to other nodes, if configured.
+    pub fn relay(&self) -> Option<&relay::Relay> {
+        self.relay.get()
     }
 
     /// Overlays the live figures on a stream record: `is_live` from the channel, `viewer_count`
@@ -335,7 +364,11 @@ impl LiveHub {
                 rec.is_live = true;
             }
         }
-        rec.viewer_count = i64::try_from(state.viewers(&rec.id)).unwrap_or(i64::MAX);
+        rec.viewer_count = if rec.is_live {
+            i64::try_from(state.viewers(&rec.id)).unwrap_or(i64::MAX)
+        } else {
+            0
+        };
     }
 
     /// Listeners of `id` on every node: this node's, plus the counts other nodes reported
@@ -360,8 +393,8 @@ impl LiveHub {
 
     /// The channel of a stream that is on air on another node, relayed here (subscribing to it
     /// on the first listener); `None` when no relay is configured or no node carries it.
-    pub async fn relay_for(&self, _state: &AppState, _id: &str) -> Option<Arc<Channel>> {
-        None
+    pub async fn relay_for(&self, state: &AppState, id: &str) -> Option<Arc<Channel>> {
+        self.relay()?.subscribe(state, id).await
     }
 
     /// Records the listener count another node reported for `id`.
@@ -504,6 +537,7 @@ fn new_channel(
         ended: AtomicBool::new(false),
         drive,
         relayed,
+        hls_viewers: AtomicUsize::new(0),
     });
     tokio::spawn(drive_channel(state.clone(), ch.clone(), rx));
     ch
@@ -528,8 +562,11 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
         let Some(msg) = msg else { return };
         match msg {
             Drive::Event(Event::Started { .. }) => {
-                metrics::gauge!(m::STREAMS_ACTIVE).increment(1.0);
                 if !ch.relayed {
+                    metrics::gauge!(m::STREAMS_ACTIVE).increment(1.0);
+                    if let Some(r) = state.live().relay() {
+                        r.publish(ch.clone());
+                    }
                     mark_live(&state, &ch.id, true).await;
                 }
             }
@@ -542,9 +579,9 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
                 tracing::info!(stream = %ch.id, gap_ms = gap.as_millis() as u64, "source returned");
             }
             Drive::Event(Event::Ended { reason, .. }) => {
-                metrics::gauge!(m::STREAMS_ACTIVE).decrement(1.0);
                 state.live().remove_if(&ch.id, &ch);
                 if !ch.relayed {
+                    metrics::gauge!(m::STREAMS_ACTIVE).decrement(1.0);
                     metrics::counter!(m::STREAMS_ENDED).increment(1);
                     mark_live(&state, &ch.id, false).await;
                     let why = match reason {
@@ -558,7 +595,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
             }
             Drive::Event(_) | Drive::Wake => {}
         }
-        let viewers = ch.listeners();
+        let viewers = state.viewers(&ch.id);
         if viewers != last_viewers && !ch.relayed {
             last_viewers = viewers;
             let _ = state
