@@ -539,3 +539,113 @@ async fn sources_are_refused_clearly_and_may_return_within_the_grace_period() {
     assert!(st.contains("200"), "{st}");
     running.stop().await.unwrap();
 }
+
+/// A browser-style WebSocket source sending PCM (encoded to MP3 by the server), a WebSocket
+/// listener receiving the start message, the frames and a title change, then the end; the
+/// listener's audio decodes and lasts as long as the PCM sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pcm_source_and_websocket_listener() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    require_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, _key) = create_stream(&state, "browser show").await;
+    let tok = token(&state);
+
+    // A listener's handshake before the stream is on air: 404.
+    let early = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v1/streams/{id}/listen?access_token={tok}"
+    ))
+    .await;
+    assert!(early.is_err(), "no listening before the stream is live");
+
+    let (mut src, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v1/streams/{id}/ingest?format=s16le&rate=44100&channels=2&encode=mp3&bitrate=128&access_token={tok}"
+    ))
+    .await
+    .unwrap();
+    let hello = src.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("live"), "{hello:?}");
+    // A wrong ingest key is refused at the handshake.
+    let bad = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v1/streams/{id}/ingest?key=nope"
+    ))
+    .await;
+    assert!(bad.is_err());
+
+    // 4 s of a 440 Hz stereo sine in 20 ms messages, paced at twice real time.
+    let pcm = veza_tests::sine(44_100, 2, 440.0, 0.5, 4.0);
+    let mut interleaved = Vec::new();
+    for i in 0..pcm.frames() {
+        for c in 0..2 {
+            let s = (pcm.plane(c)[i] * 32767.0) as i16;
+            interleaved.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    let sent_secs = pcm.frames() as f64 / 44_100.0;
+    let per_msg = 882 * 4; // 20 ms of stereo s16
+    let mut chunks = interleaved.chunks(per_msg);
+    // Send the first 200 ms, then join as a listener from the start.
+    for c in chunks.by_ref().take(10) {
+        src.send(Message::Binary(c.to_vec().into())).await.unwrap();
+    }
+    let listener = {
+        let url = format!("ws://{addr}/api/v1/streams/{id}/listen?burst=20000&access_token={tok}");
+        tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut audio = Vec::new();
+            let mut texts = Vec::new();
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_secs(15), ws.next()).await
+            {
+                match m {
+                    Message::Binary(b) => audio.extend_from_slice(&b),
+                    Message::Text(t) => texts.push(t.to_string()),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            (audio, texts)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stream_doc(&state, &id).await["viewer_count"], 1);
+    for (i, c) in chunks.enumerate() {
+        if i == 50 {
+            src.send(Message::Text(
+                json!({"type": "metadata", "title": "Sine", "artist": "Lab"})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        }
+        src.send(Message::Binary(c.to_vec().into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    src.send(Message::Text(json!({"type": "end"}).to_string().into()))
+        .await
+        .unwrap();
+    let (audio, texts) = listener.await.unwrap();
+    assert!(
+        texts[0].contains("\"start\"") && texts[0].contains("audio/mpeg"),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("Lab - Sine")), "{texts:?}");
+    let p = dir.path().join("ws.mp3");
+    std::fs::write(&p, &audio).unwrap();
+    let heard = decoded_secs(&p);
+    // The MP3 encoder adds its delay and pads the last frame: at most about two frames.
+    assert!(
+        heard >= sent_secs - 0.01 && heard - sent_secs < 0.1,
+        "sent {sent_secs:.3} s of PCM, heard {heard:.3} s"
+    );
+    wait_for(Duration::from_secs(5), "the stream to end", async || {
+        stream_doc(&state, &id).await["is_live"] == false
+    })
+    .await;
+    running.stop().await.unwrap();
+}

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(audio::routes())
         .merge(hls::routes())
+        .merge(crate::live::ws::routes())
         // Uploads stream to disk and enforce MAX_AUDIO_FILE_SIZE themselves.
         .layer(DefaultBodyLimit::disable())
         .merge(json_routes)

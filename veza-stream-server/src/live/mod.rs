@@ -38,6 +38,7 @@ use crate::storage::StreamRecord;
 
 pub mod icecast;
 pub mod relay;
+pub mod ws;
 
 /// What the source said about itself (`ice-*` headers), shown to listeners as `icy-*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
