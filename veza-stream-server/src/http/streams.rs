@@ -96,7 +96,7 @@ fn check_quality(q: &str) -> Result<String, ApiError> {
 
 /// The document of the architecture: id, title, description, is_live, viewer_count,
 /// stream_url, started_at (RFC 3339), plus is_private, quality and created_at.
-fn document(s: &StreamRecord) -> Value {
+pub(crate) fn document(s: &StreamRecord) -> Value {
     let rfc3339 = |ms: i64| {
         let t = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));

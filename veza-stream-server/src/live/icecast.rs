@@ -848,24 +848,35 @@ async fn listen_connection(state: AppState, mut tcp: TcpStream, peer: SocketAddr
         }
     };
     // HTTP/1.0 and no length: the body lasts until the stream ends or either side hangs up.
+    let out = response_head(&listening.headers);
+    drop(head);
+    if tcp.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    drop(out);
+    if let Some(cursor) = listening.cursor {
+        // A task of its own, holding only what streaming needs (the request's state is freed).
+        tokio::spawn(stream_to_listener(tcp, cursor));
+    }
+}
+
+fn response_head(headers: &[(String, String)]) -> String {
     let mut out = String::from("HTTP/1.0 200 OK\r\nServer: veza-stream\r\n");
-    for (k, v) in &listening.headers {
+    for (k, v) in headers {
         out.push_str(k);
         out.push_str(": ");
         out.push_str(v);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
-    if tcp.write_all(out.as_bytes()).await.is_err() {
-        return;
-    }
-    let Some(mut cursor) = listening.cursor else {
-        return;
-    };
+    out
+}
+
+async fn stream_to_listener(tcp: TcpStream, mut cursor: ListenerCursor) {
     // The client sends nothing more; a read that returns means it hung up.
     let (mut rd, mut wr) = tcp.into_split();
     let hangup = async move {
-        let mut b = [0u8; 64];
+        let mut b = [0u8; 16];
         loop {
             match rd.read(&mut b).await {
                 Ok(0) | Err(_) => return,
@@ -874,7 +885,7 @@ async fn listen_connection(state: AppState, mut tcp: TcpStream, peer: SocketAddr
         }
     };
     let send = async move {
-        let mut batch: Vec<Bytes> = Vec::with_capacity(8);
+        let mut batch: Vec<Bytes> = Vec::new();
         while cursor.next_batch(&mut batch).await {
             let ok = tokio::time::timeout(WRITE_TIMEOUT, write_all_vectored(&mut wr, &mut batch))
                 .await

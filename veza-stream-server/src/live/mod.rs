@@ -620,13 +620,14 @@ async fn mark_live(state: &AppState, id: &str, live: bool) {
     if let Err(e) = state.store().set_stream_live(id, live, now).await {
         tracing::warn!(stream = %id, error = %e, "cannot update the stream record");
     }
-    let rec = state.store().get_stream(id).await.ok().flatten();
-    let data = json!({
-        "id": id,
-        "title": rec.as_ref().map(|r| r.title.clone()),
-        "started_at": rec.as_ref().and_then(|r| r.started_at),
-        "ended_at": (!live).then_some(now),
-    });
+    let Ok(Some(rec)) = state.store().get_stream(id).await else {
+        return;
+    };
+    let mut data = crate::http::streams::document(&rec);
+    if !live {
+        data["ended_at"] =
+            json!(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+    }
     state.events().publish(
         if live {
             Subject::StreamStarted
@@ -719,47 +720,13 @@ impl ListenerCursor {
                 return false;
             }
             self.head.borrow_and_update();
-            let mut ended = false;
-            let mut raw: [Option<Bytes>; BATCH] = std::array::from_fn(|_| None);
-            let mut n = 0;
-            {
-                let mut core = self.ch.lock();
-                while n < BATCH {
-                    match core.stream.next_chunk(self.id) {
-                        Ok(Next::Data(b)) => {
-                            raw[n] = Some(b);
-                            n += 1;
-                        }
-                        Ok(Next::Pending) => break,
-                        Ok(Next::Ended) | Err(_) => {
-                            ended = true;
-                            break;
-                        }
-                        Ok(_) => break,
-                    }
+            match self.take(out) {
+                Taken::Data => return true,
+                Taken::Ended => {
+                    self.done = true;
+                    return false;
                 }
-                if self.icy.is_some() && core.icy.version() != self.icy_meta.version() {
-                    self.icy_meta = core.icy.clone();
-                }
-            }
-            if n > 0 {
-                let mut bytes = 0u64;
-                for b in raw.iter_mut().take(n).filter_map(Option::take) {
-                    bytes += b.len() as u64;
-                    match self.icy.as_mut() {
-                        Some(icy) => icy.interleave(b, &self.icy_meta, |p| out.push(p)),
-                        None => out.push(b),
-                    }
-                }
-                if let Some(s) = &self.session {
-                    s.add_bytes(bytes);
-                }
-                metrics::counter!(m::LIVE_SENT_BYTES).increment(bytes);
-                return true;
-            }
-            if ended {
-                self.done = true;
-                return false;
+                Taken::Pending => {}
             }
             if self.head.changed().await.is_err() {
                 self.done = true;
@@ -767,6 +734,51 @@ impl ListenerCursor {
             }
         }
     }
+
+    /// Takes what is ready now (no waiting): up to [`BATCH`] chunks in one critical section.
+    fn take(&mut self, out: &mut Vec<Bytes>) -> Taken {
+        let from = out.len();
+        let mut ended = false;
+        {
+            let mut core = self.ch.lock();
+            while out.len() - from < BATCH {
+                match core.stream.next_chunk(self.id) {
+                    Ok(Next::Data(b)) => out.push(b),
+                    Ok(Next::Pending) => break,
+                    Ok(Next::Ended) | Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
+            if self.icy.is_some() && core.icy.version() != self.icy_meta.version() {
+                self.icy_meta = core.icy.clone();
+            }
+        }
+        if out.len() == from {
+            return if ended { Taken::Ended } else { Taken::Pending };
+        }
+        let bytes: u64 = out[from..].iter().map(|b| b.len() as u64).sum();
+        if let Some(icy) = self.icy.as_mut() {
+            let audio: Vec<Bytes> = out.drain(from..).collect();
+            for b in audio {
+                icy.interleave(b, &self.icy_meta, |p| out.push(p));
+            }
+        }
+        if let Some(s) = &self.session {
+            s.add_bytes(bytes);
+        }
+        metrics::counter!(m::LIVE_SENT_BYTES).increment(bytes);
+        Taken::Data
+    }
+}
+
+/// What [`ListenerCursor::take`] found.
+enum Taken {
+    Data,
+    Pending,
+    Ended,
 }
 
 impl Drop for ListenerCursor {
