@@ -4,7 +4,7 @@
 #
 #   benches/live_compare.sh [--icecast-counts "1000 10000"] [--veza-counts "1000 10000 20000"]
 #                           [--ll-counts "10000"] [--only icecast|veza] [--steady 20] [--settle 5]
-#                           [--ramp 1000] [--icy] [--keep]
+#                           [--ramp 1000] [--connect-timeout 10] [--icy] [--keep]
 #
 # 1. Builds the release server (unless --only icecast) and the `listeners` program, honouring
 #    CARGO_TARGET_DIR; installs icecast2 with apt-get if it is missing (as root).
@@ -39,6 +39,7 @@ ONLY=""
 STEADY=20
 SETTLE=5
 RAMP=1000
+CONNECT_TIMEOUT=10
 ICY=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -50,9 +51,10 @@ while [ $# -gt 0 ]; do
         --steady) STEADY=$2; shift 2 ;;
         --settle) SETTLE=$2; shift 2 ;;
         --ramp) RAMP=$2; shift 2 ;;
+        --connect-timeout) CONNECT_TIMEOUT=$2; shift 2 ;;
         --icy) ICY=--icy; shift ;;
         --keep) KEEP=1; shift ;;
-        *) echo "usage: $0 [--icecast-counts \"1000 10000\"] [--veza-counts \"1000 10000 20000\"] [--ll-counts \"10000\"] [--only icecast|veza] [--steady S] [--settle S] [--ramp N] [--icy] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--icecast-counts \"1000 10000\"] [--veza-counts \"1000 10000 20000\"] [--ll-counts \"10000\"] [--only icecast|veza] [--steady S] [--settle S] [--ramp N] [--connect-timeout S] [--icy] [--keep]" >&2; exit 2 ;;
     esac
 done
 case "$ONLY" in
@@ -118,7 +120,7 @@ run_listeners() {
     echo "== $label: $n listeners, $procs procs, ${dur}s (ramp ${ramp_s}s, settle ${SETTLE}s, steady ${STEADY}s)" >&2
     local out=$WORK/$label.txt
     timeout -k 5 $(( dur + 60 )) "$LISTENERS" --label "$label" --url "$url" --listeners "$n" \
-        --ramp "$RAMP" --duration "$dur" --settle "$SETTLE" --procs "$procs" $ICY \
+        --ramp "$RAMP" --duration "$dur" --settle "$SETTLE" --procs "$procs" $ICY --connect-timeout "$CONNECT_TIMEOUT" \
         --server-pid "$SERVER_PID" --source "$src" --source-key "$key" --source-lead 5 \
         >"$out" || echo "listeners exited with status $? (see above)" >&2
     grep -v '^{' "$out" >&2 || true
@@ -242,12 +244,12 @@ def f(v, d=1):
 def mb(kb):
     return "-" if kb is None else f"{kb/1024:.0f}"
 print()
-print("| server | mode | listeners | connected | refused | disconnected | falling behind | TTFB p50/p99 ms | first audio p50/p99 ms | start lag p50 ms | behind live p50/p99 ms | server CPU % | RSS MB | HWM MB | generator CPU % |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| server | mode | listeners | connected | refused | disconnected | falling behind | TTFB p50/p99 ms | first audio p50/p99 ms | start lag p50 ms | behind live p50/p99 ms | server CPU % | RSS MB | HWM MB | generator CPU % | machine busy % |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     print(f"| {r['server']} | {r['mode']} | {r['listeners']} | {r['connected']} | {r['refused']} | {r['disconnected']} | {r['falling_behind']} | "
           f"{f(r['ttfb_p50_ms'])}/{f(r['ttfb_p99_ms'])} | {f(r['first_audio_p50_ms'])}/{f(r['first_audio_p99_ms'])} | {f(r.get('start_lag_p50_ms'))} | "
-          f"{f(r['behind_p50_ms'])}/{f(r['behind_p99_ms'])} | {f(r['server_cpu_pct'])} | {mb(r['server_rss_kb'])} | {mb(r['server_hwm_kb'])} | {f(r['generator_cpu_pct'])} |")
+          f"{f(r['behind_p50_ms'])}/{f(r['behind_p99_ms'])} | {f(r['server_cpu_pct'])} | {mb(r['server_rss_kb'])} | {mb(r['server_hwm_kb'])} | {f(r['generator_cpu_pct'])} | {f(r.get('machine_busy_pct'))} |")
 print()
 by = {(r["server"], r["mode"], r["listeners"]): r for r in rows}
 for (s, m, n), v in sorted(by.items(), key=lambda x: x[0][2]):

@@ -1066,6 +1066,24 @@ struct ServerFigures {
     rss_kb: Option<u64>,
     hwm_kb: Option<u64>,
     gen_cpu_pct: Option<f64>,
+    /// The whole machine's busy time over the window, percent of all cores.
+    machine_busy_pct: Option<f64>,
+}
+
+/// `(busy, total)` jiffies of all CPUs from `/proc/stat` (idle and iowait are not busy).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = s
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_ascii_whitespace()
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
 }
 
 /// Samples the server's and the generator's CPU at the window's start and end, and the server's
@@ -1084,6 +1102,7 @@ fn measure(
         }
         let t0 = Instant::now();
         let s0 = server.and_then(cpu_ticks);
+        let m0 = machine_ticks();
         let g0: Vec<Option<u64>> = gen_pids.iter().map(|&p| cpu_ticks(p)).collect();
         let now = Instant::now();
         // Stop a little before the listeners do, so all processes are still there.
@@ -1093,6 +1112,7 @@ fn measure(
         }
         let secs = t0.elapsed().as_secs_f64().max(1e-3);
         let s1 = server.and_then(cpu_ticks);
+        let m1 = machine_ticks();
         let gen_ticks: u64 = gen_pids
             .iter()
             .zip(g0)
@@ -1105,6 +1125,9 @@ fn measure(
             rss_kb: server.and_then(|p| status_kb(p, "VmRSS")),
             hwm_kb: server.and_then(|p| status_kb(p, "VmHWM")),
             gen_cpu_pct: Some(gen_ticks as f64 / hz / secs * 100.0),
+            machine_busy_pct: m0.zip(m1).and_then(|((b0, t0), (b1, t1))| {
+                (t1 > t0).then(|| b1.saturating_sub(b0) as f64 / (t1 - t0) as f64 * 100.0)
+            }),
         }
     })
 }
@@ -1334,6 +1357,7 @@ fn report(
         "server_rss_kb": fig.rss_kb,
         "server_hwm_kb": fig.hwm_kb,
         "generator_cpu_pct": fig.gen_cpu_pct.map(|c| (c * 10.0).round() / 10.0),
+        "machine_busy_pct": fig.machine_busy_pct.map(|c| (c * 10.0).round() / 10.0),
     });
     let g = |k: &str| j.get(k).map_or_else(String::new, ToString::to_string);
     println!(
@@ -1385,11 +1409,12 @@ fn report(
             .map_or_else(String::new, |e| format!(", error: {e}"))
     );
     println!(
-        "  server cpu {} % of one core, rss {} kB, hwm {} kB; generator cpu {} %",
+        "  server cpu {} % of one core, rss {} kB, hwm {} kB; generator cpu {} %; machine busy {} % of all cores",
         g("server_cpu_pct"),
         g("server_rss_kb"),
         g("server_hwm_kb"),
-        g("generator_cpu_pct")
+        g("generator_cpu_pct"),
+        g("machine_busy_pct")
     );
     println!("{j}");
 }
