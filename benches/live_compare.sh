@@ -4,7 +4,7 @@
 #
 #   benches/live_compare.sh [--icecast-counts "1000 10000"] [--veza-counts "1000 10000 20000"]
 #                           [--ll-counts "10000"] [--only icecast|veza] [--steady 20] [--settle 5]
-#                           [--ramp 1000] [--connect-timeout 10] [--icy] [--keep]
+#                           [--ramp 1000] [--connect-timeout 10] [--quiet-wait 120] [--icy] [--keep]
 #
 # 1. Builds the release server (unless --only icecast) and the `listeners` program, honouring
 #    CARGO_TARGET_DIR; installs icecast2 with apt-get if it is missing (as root).
@@ -24,6 +24,11 @@
 #    from /proc/PID/stat over the steady window) and memory (VmRSS at the end, VmHWM).
 # 3. Prints a table and the ratios (veza / icecast) at the counts both ran.
 #
+# The machine has 2 cores and other work (builds) may run on it: before each row the script waits
+# (at most --quiet-wait seconds) until the machine is less than 15 % busy over 2 s, and every row
+# reports the machine's busy share during its steady window (`machine busy %`: compare it with
+# server + generator CPU to see whether something else ran).
+#
 # Everything is bounded: each listeners run lasts ramp + settle + steady seconds (under `timeout`),
 # servers are stopped by PID (trap on exit). Nothing but 127.0.0.1 is contacted.
 #
@@ -40,6 +45,7 @@ STEADY=20
 SETTLE=5
 RAMP=1000
 CONNECT_TIMEOUT=10
+QUIET_WAIT=120
 ICY=""
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -52,9 +58,10 @@ while [ $# -gt 0 ]; do
         --settle) SETTLE=$2; shift 2 ;;
         --ramp) RAMP=$2; shift 2 ;;
         --connect-timeout) CONNECT_TIMEOUT=$2; shift 2 ;;
+        --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
         --icy) ICY=--icy; shift ;;
         --keep) KEEP=1; shift ;;
-        *) echo "usage: $0 [--icecast-counts \"1000 10000\"] [--veza-counts \"1000 10000 20000\"] [--ll-counts \"10000\"] [--only icecast|veza] [--steady S] [--settle S] [--ramp N] [--connect-timeout S] [--icy] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--icecast-counts \"1000 10000\"] [--veza-counts \"1000 10000 20000\"] [--ll-counts \"10000\"] [--only icecast|veza] [--steady S] [--settle S] [--ramp N] [--connect-timeout S] [--quiet-wait S] [--icy] [--keep]" >&2; exit 2 ;;
     esac
 done
 case "$ONLY" in
@@ -111,12 +118,36 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
+# Busy share of all cores over 2 s, percent (from /proc/stat; idle and iowait are not busy).
+busy_pct() {
+    local a b
+    a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
+    python3 -c 'import sys
+a=[int(x) for x in sys.argv[1].split()[1:9]]; b=[int(x) for x in sys.argv[2].split()[1:9]]
+d=[y-x for x,y in zip(a,b)]; t=sum(d) or 1
+print(int(100*(t-d[3]-d[4])/t))' "$a" "$b"
+}
+wait_quiet() {
+    local until=$(( $(date +%s) + QUIET_WAIT )) b
+    while :; do
+        b=$(busy_pct)
+        [ "$b" -lt 15 ] && return 0
+        if [ "$(date +%s)" -ge "$until" ]; then
+            echo "warning: the machine is still ${b}% busy after ${QUIET_WAIT}s; measuring anyway" >&2
+            return 0
+        fi
+        echo "waiting for a quiet machine (${b}% busy)" >&2
+        sleep 8
+    done
+}
+
 # run_listeners LABEL SERVER_NAME MODE COUNT URL SOURCE_URL KEY
 run_listeners() {
     local label=$1 server=$2 mode=$3 n=$4 url=$5 src=$6 key=$7
     local procs=$(( (n + 8999) / 9000 ))
     local ramp_s=$(( (n + RAMP - 1) / RAMP ))
     local dur=$(( ramp_s + SETTLE + STEADY ))
+    wait_quiet
     echo "== $label: $n listeners, $procs procs, ${dur}s (ramp ${ramp_s}s, settle ${SETTLE}s, steady ${STEADY}s)" >&2
     local out=$WORK/$label.txt
     timeout -k 5 $(( dur + 60 )) "$LISTENERS" --label "$label" --url "$url" --listeners "$n" \
