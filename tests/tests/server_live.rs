@@ -649,3 +649,89 @@ async fn websocket_pcm_source_and_websocket_listener() {
     .await;
     running.stop().await.unwrap();
 }
+
+/// A listener request on a kept-alive connection (served by the router, not the first-request
+/// path), HEAD, and the CORS preflight a browser sends for `Icy-MetaData`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_listeners_head_and_preflight() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "keep-alive").await;
+    let frame = {
+        let mut f = vec![0u8; 417];
+        f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x64]);
+        f
+    };
+    let (st, _, mut src, _) = raw_get(
+        addr,
+        &format!(
+            "PUT /live/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: audio/mpeg\r\nIce-Name: KA\r\n\r\n",
+            b64(&format!("source:{key}"))
+        ),
+    )
+    .await;
+    assert!(st.contains("200"), "{st}");
+    for _ in 0..30 {
+        src.write_all(&frame).await.unwrap();
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "the stream to go live",
+        async || state.live().get(&id).is_some(),
+    )
+    .await;
+
+    // HEAD: headers only.
+    let (st, h, mut t, rest) = raw_get(
+        addr,
+        &format!("HEAD /live/{id}.mp3 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert!(st.contains("200"), "{st}");
+    assert_eq!(header(&h, "icy-name"), Some("KA"));
+    let body = read_to_end(&mut t, rest, Duration::from_secs(2)).await;
+    assert!(body.is_empty(), "HEAD has no body");
+
+    // Preflight for a cross-origin player that sends Icy-MetaData.
+    let (st, h, _, _) = raw_get(
+        addr,
+        &format!("OPTIONS /live/{id} HTTP/1.1\r\nHost: x\r\nOrigin: https://player.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: icy-metadata\r\n\r\n"),
+    )
+    .await;
+    assert!(st.contains("200") || st.contains("204"), "{st}");
+    assert!(
+        header(&h, "access-control-allow-headers")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("icy-metadata")),
+        "{h:?}"
+    );
+
+    // First a JSON request, then the stream on the same connection: the router serves it.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tcp.write_all(
+        format!("GET /live/{id}?burst=20000 HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 417 * 20 {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got[..200]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("icy-metaint: 16000"), "{text}");
+    running.stop().await.unwrap();
+}

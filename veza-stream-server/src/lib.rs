@@ -103,6 +103,7 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     tls_handle: Option<axum_server::Handle<SocketAddr>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    live: live::LiveHub,
 }
 
 impl Running {
@@ -111,6 +112,8 @@ impl Running {
     /// # Errors
     /// The server's I/O error, if it failed.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        // Live streams end first, so their listeners' responses finish.
+        self.live.end_all();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -170,6 +173,7 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
     }
     let tls = tls_config(cfg).await?;
     let state_for_live = state.clone();
+    let live_hub = state.live().clone();
     let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
     if let Some(tls) = tls {
         let handle = axum_server::Handle::new();
@@ -182,6 +186,7 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
             shutdown: None,
             tls_handle: Some(handle),
             task,
+            live: live_hub,
         });
     }
     let (tx, rx) = oneshot::channel::<()>();
@@ -205,5 +210,6 @@ pub async fn start(state: AppState) -> std::io::Result<Running> {
         shutdown: Some(tx),
         tls_handle: None,
         task,
+        live: live_hub,
     })
 }

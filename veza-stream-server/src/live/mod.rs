@@ -334,6 +334,14 @@ impl LiveHub {
         self.map().get(id).cloned()
     }
 
+    /// Ends every channel on this node (shutdown): listeners get what is left, then the end.
+    pub fn end_all(&self) {
+        let all: Vec<Arc<Channel>> = self.map().values().cloned().collect();
+        for c in all {
+            c.end();
+        }
+    }
+
     /// Streams ingested on this node now.
     pub fn live_count(&self) -> usize {
         self.map()
