@@ -735,3 +735,92 @@ async fn keep_alive_listeners_head_and_preflight() {
     assert!(text.contains("icy-metaint: 16000"), "{text}");
     running.stop().await.unwrap();
 }
+
+/// Players tune in: ffplay (SDL's dummy audio driver, no display) and mpv (null audio output)
+/// play the ICY stream for a few seconds and exit cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffplay_and_mpv_play_the_live_stream() {
+    require_tool("ffmpeg");
+    let mpv_ok = Command::new("mpv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        mpv_ok,
+        "mpv is needed for this test: apt-get install -y mpv (scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "players").await;
+    let file = tone(
+        dir.path(),
+        "tone.mp3",
+        8.0,
+        &["-c:a", "libmp3lame", "-b:a", "128k"],
+    );
+    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    wait_for(
+        Duration::from_secs(10),
+        "the stream to go live",
+        async || state.live().get(&id).is_some(),
+    )
+    .await;
+    let url = format!("http://{addr}/live/{id}");
+    let players = tokio::task::spawn_blocking(move || {
+        // Both at once, while the broadcast is on.
+        let ffplay = Command::new("ffplay")
+            .args(["-v", "error", "-nodisp", "-autoexit", "-t", "3", "-i", &url])
+            .env("SDL_AUDIODRIVER", "dummy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mpv = Command::new("mpv")
+            .args([
+                "--no-config",
+                "--ytdl=no",
+                "--no-video",
+                "--ao=null",
+                "--length=3",
+            ])
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (
+            ffplay.wait_with_output().unwrap(),
+            mpv.wait_with_output().unwrap(),
+        )
+    });
+    let (ffplay, mpv) = tokio::time::timeout(Duration::from_secs(30), players)
+        .await
+        .unwrap()
+        .unwrap();
+    // When the live stream ends, ffmpeg's HTTP reader says the (unbounded) body "ends
+    // prematurely": that is the end of the broadcast, not an error of the stream.
+    let ffplay_err = String::from_utf8_lossy(&ffplay.stderr);
+    let real_errors: Vec<&str> = ffplay_err
+        .lines()
+        .filter(|l| !l.contains("Stream ends prematurely") && !l.contains("Last message repeated"))
+        .collect();
+    assert!(
+        ffplay.status.success() && real_errors.is_empty(),
+        "ffplay: {:?} {ffplay_err}",
+        ffplay.status
+    );
+    let log =
+        String::from_utf8_lossy(&mpv.stdout).to_string() + &String::from_utf8_lossy(&mpv.stderr);
+    assert!(mpv.status.success(), "mpv: {:?} {log}", mpv.status);
+    assert!(
+        log.contains("mp3") && log.contains("AO: [null]"),
+        "mpv did not play audio: {log}"
+    );
+    let _ = src.kill();
+    let _ = src.wait();
+    running.stop().await.unwrap();
+}
