@@ -824,3 +824,99 @@ async fn ffplay_and_mpv_play_the_live_stream() {
     let _ = src.wait();
     running.stop().await.unwrap();
 }
+
+/// An HTML `<audio>` element in a real browser (headless Chromium) plays the stream: after a few
+/// seconds its `currentTime` has advanced and it reports no error. The page comes from a small
+/// server of the test's own (another origin, as on a real site).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_audio_element_plays_the_live_stream() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("Chromium is needed for this test: apt-get install -y chromium (scripts/test installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |_| {}).await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "browser").await;
+    let file = tone(
+        dir.path(),
+        "tone.mp3",
+        15.0,
+        &["-c:a", "libmp3lame", "-b:a", "128k"],
+    );
+    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    wait_for(
+        Duration::from_secs(10),
+        "the stream to go live",
+        async || state.live().get(&id).is_some(),
+    )
+    .await;
+
+    // The page's own origin: serves the page, takes the report.
+    let site = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let site_addr = site.local_addr().unwrap();
+    let page = format!(
+        "<!doctype html><audio id=a src=\"http://{addr}/live/{id}\" autoplay></audio><script>\
+         const a=document.getElementById('a');let perr='none';\
+         a.play().catch(e=>{{perr=e.name;}});\
+         setTimeout(()=>fetch('/report?t='+a.currentTime+'&err='+(a.error?a.error.code:0)+'&paused='+a.paused+'&ready='+a.readyState+'&net='+a.networkState+'&play='+perr),5000);\
+         </script>"
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for conn in site.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let mut conn = conn;
+            if path.starts_with("/report") {
+                let _ = conn.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+                let _ = tx.send(path);
+                return;
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let profile = dir.path().join("profile");
+    let mut chrome = Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{site_addr}/page"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let report = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let _ = chrome.kill();
+    let _ = chrome.wait();
+    let _ = src.kill();
+    let _ = src.wait();
+    let report = report.expect("the page reported within 30 s");
+    let field = |k: &str| {
+        report
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let t: f64 = field("t").parse().unwrap_or(0.0);
+    assert_eq!(field("err"), "0", "media error: {report}");
+    assert!(t > 2.0, "the audio element did not play: {report}");
+    running.stop().await.unwrap();
+}
