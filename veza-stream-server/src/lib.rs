@@ -84,10 +84,22 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         }
     });
     jobs::spawn_dispatcher(state.clone(), queue, workers);
-    if let Some(url) = state.config().nats_url.clone() {
-        match live::relay::Relay::start(&state, &url).await {
+    match state.config().nats_url.clone() {
+        Some(url) => match live::relay::Relay::start(&state, &url).await {
             Ok(r) => state.live().set_relay(r),
             Err(e) => tracing::error!(error = %e, "NATS_URL cannot be used for the live relay"),
+        },
+        None => {
+            // One node: a stream recorded live was cut by a crash; no source survives a restart.
+            // (With several nodes, the others may still carry their streams.)
+            match state.store().reset_live_streams().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    streams = n,
+                    "streams left live by a previous run are off air"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot reset live streams"),
+            }
         }
     }
     Ok(state)

@@ -438,6 +438,15 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every stream off air (at start of a single node: no source survives a restart).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn reset_live_streams(&self) -> Result<u64, sqlx::Error> {
+        let q = self.sql("UPDATE streams SET is_live = 0, viewer_count = 0 WHERE is_live = 1");
+        Ok(sqlx::query(&q).execute(&self.pool).await?.rows_affected())
+    }
+
     /// Sets a stream's `viewer_count`.
     ///
     /// # Errors

@@ -44,8 +44,9 @@ const LISTENERS_SUBJECT: &str = "veza.live.listeners";
 pub struct Relay {
     client: async_nats::Client,
     node: u64,
-    /// One relay subscription is set up at a time (so two listeners arriving together share it).
-    setup: Arc<tokio::sync::Mutex<()>>,
+    /// One relay subscription per stream is set up at a time (two listeners arriving together
+    /// share it).
+    setup: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -132,7 +133,7 @@ impl Relay {
         let relay = Self {
             client,
             node: rand::random(),
-            setup: Arc::new(tokio::sync::Mutex::new(())),
+            setup: Arc::default(),
         };
         tokio::spawn(exchange_counts(state.clone(), relay.clone()));
         Ok(relay)
@@ -198,11 +199,23 @@ impl Relay {
     /// A relayed channel of stream `id`, set up when some node ingests it; `None` when none
     /// answers.
     pub async fn subscribe(&self, state: &AppState, id: &str) -> Option<Arc<Channel>> {
-        let _one = self.setup.lock().await;
+        let rec = state.store().get_stream(id).await.ok().flatten()?;
+        if !rec.is_live {
+            // The ingesting node records the stream live (in the shared database) as it starts.
+            return None;
+        }
+        let gate = {
+            let mut m = self
+                .setup
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.retain(|_, g| Arc::strong_count(g) > 1);
+            m.entry(id.to_owned()).or_default().clone()
+        };
+        let _one = gate.lock().await;
         if let Some(c) = state.live().get(id).filter(|c| !c.is_ended()) {
             return Some(c);
         }
-        let rec = state.store().get_stream(id).await.ok().flatten()?;
         // Audio first, so nothing published after the info reply is missed.
         let mut audio = self.client.subscribe(audio_subject(id)).await.ok()?;
         let meta = self.client.subscribe(meta_subject(id)).await.ok()?;
