@@ -40,7 +40,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Builds the state from a configuration: creates the directories, connects the store (running
-/// migrations) and installs the metrics recorder.
+/// migrations), installs the metrics recorder, and restores the live recordings a crash
+/// interrupted.
 ///
 /// # Errors
 /// A message naming what failed (directory, database, metrics).
@@ -84,6 +85,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         }
     });
     jobs::spawn_dispatcher(state.clone(), queue, workers);
+    // Recordings a crash interrupted become audio files before anything is served.
+    live::record::recover(&state).await;
     Ok(state)
 }
 

@@ -37,6 +37,7 @@ use crate::state::AppState;
 use crate::storage::StreamRecord;
 
 pub mod icecast;
+pub mod record;
 
 /// What the source said about itself (`ice-*` headers), shown to listeners as `icy-*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -530,6 +531,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
             Drive::Event(Event::Started { .. }) => {
                 metrics::gauge!(m::STREAMS_ACTIVE).increment(1.0);
                 if !ch.relayed {
+                    record::on_started(&state, &ch);
                     mark_live(&state, &ch.id, true).await;
                 }
             }
