@@ -299,6 +299,83 @@ async fn a_recorded_session_becomes_an_audio_file_as_long_as_what_was_sent() {
     running.stop().await.unwrap();
 }
 
+/// A recorder that falls more than the taps' capacity behind takes the chunks it missed from the
+/// ring: nothing is lost. The source here sends 28 s of audio at once while the runtime's only
+/// thread is busy, so the recorder cannot keep up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recorder_that_lags_resyncs_from_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.live.record_default = true;
+    let state = build_state(cfg).await.unwrap();
+    let alice = token(&state, "alice", Role::Creator);
+    let (st, v) = call(
+        &state,
+        "POST",
+        "/api/v1/streams",
+        Some(&alice),
+        Some(json!({"title": "Burst"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let rec = state.store().get_stream(&id).await.unwrap().unwrap();
+
+    // One file (its LAME tag counts the frames of all of it), sent as about 1 s then 28 s.
+    let all = std::fs::read(tone(dir.path(), 29)).unwrap();
+    let (first, rest) = all.split_at(all.len() / 29);
+    let source = state
+        .live()
+        .connect_source(
+            &state,
+            &rec,
+            veza_stream_core::frame::FrameFormat::Mpeg,
+            veza_stream_server::live::SourceInfo::default(),
+        )
+        .unwrap();
+    for c in first.chunks(4096) {
+        source.push(axum::body::Bytes::copy_from_slice(c)).unwrap();
+    }
+    // The recorder starts and takes the first second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 280 chunks with no chance to run: more than the 256 the taps keep.
+    for c in rest.chunks(4096) {
+        source.push(axum::body::Bytes::copy_from_slice(c)).unwrap();
+    }
+    source.end();
+
+    let t0 = Instant::now();
+    let rec = loop {
+        let list = state.store().list_recordings(&id, 10).await.unwrap();
+        if let Some(r) = list.first().filter(|r| r.state != "recording") {
+            break r.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no finished recording"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rec.state, "finished");
+    let audio = state
+        .store()
+        .get_audio(rec.audio_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = audio.duration_ms.unwrap() as f64 / 1000.0;
+    eprintln!("sent 29 s in a burst, recorded {got:.3} s");
+    assert!((got - 29.0).abs() <= 0.2, "recorded {got} s of 29 s");
+    let metrics = state.metrics().render();
+    let lags = metrics
+        .lines()
+        .find(|l| l.starts_with("veza_live_recording_lags_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(lags >= 1.0, "the lag is counted:\n{metrics}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The binary, killed during a recording.
 
