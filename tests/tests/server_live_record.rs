@@ -39,6 +39,8 @@ impl Drop for Proc {
 
 /// An MP3 file of `secs` seconds of a 440 Hz tone, 128 kbit/s, 44.1 kHz.
 fn tone(dir: &Path, secs: u32) -> PathBuf {
+    veza_tests::require_tool("ffmpeg");
+    veza_tests::require_tool("ffprobe");
     let out = dir.join(format!("tone-{secs}.mp3"));
     let st = Command::new("ffmpeg")
         .args([
@@ -374,6 +376,84 @@ async fn a_recorder_that_lags_resyncs_from_the_ring() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(lags >= 1.0, "the lag is counted:\n{metrics}");
+}
+
+/// The `record` setting and the recordings table on PostgreSQL (`$VEZA_TEST_POSTGRES_URL` or the
+/// development machine's server; a schema of its own per run).
+#[tokio::test]
+async fn recordings_are_stored_on_postgres_too() {
+    let base = std::env::var("VEZA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!(
+        "rec{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let pool = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is needed at {base} ({e}). Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    });
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.database_url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let state = build_state(cfg).await.unwrap();
+    let alice = token(&state, "alice", Role::Creator);
+    let (st, v) = call(
+        &state,
+        "POST",
+        "/api/v1/streams",
+        Some(&alice),
+        Some(json!({"title": "On PG", "record": false})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["data"]["record"], json!(false));
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let (_, v) = call(
+        &state,
+        "PATCH",
+        &format!("/api/v1/streams/{id}"),
+        Some(&alice),
+        Some(json!({"record": null})),
+    )
+    .await;
+    assert_eq!(v["data"]["record"], Value::Null, "{v}");
+    let store = state.store();
+    store
+        .insert_recording(&veza_stream_server::storage::RecordingRecord {
+            id: "r1".into(),
+            stream_id: id.clone(),
+            audio_id: None,
+            started_at: 1_000,
+            ended_at: None,
+            state: "recording".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .finish_recording("r1", Some("a1"), 2_000, "recovered")
+        .await
+        .unwrap();
+    let (st, v) = call(
+        &state,
+        "GET",
+        &format!("/api/v1/streams/{id}/recordings"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["data"][0]["audio_id"], "a1", "{v}");
+    assert_eq!(v["data"][0]["state"], "recovered", "{v}");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ pub struct CreateStream {
     pub is_private: Option<bool>,
     /// low, medium or high (default high).
     pub quality: Option<String>,
-    /// Record the live sessions (each becomes an audio file when it ends); absent or null:
-    /// as the server's `LIVE_RECORD_DEFAULT` says.
+    /// Record the live sessions (each becomes an audio file when it ends; read when the stream
+    /// goes live); absent or null: as the server's `LIVE_RECORD_DEFAULT` says.
     pub record: Option<bool>,
 }
 
@@ -60,7 +60,8 @@ pub struct UpdateStream {
     pub is_private: Option<bool>,
     /// low, medium or high.
     pub quality: Option<String>,
-    /// Record the live sessions; null: as the server's `LIVE_RECORD_DEFAULT` says.
+    /// Record the live sessions (from the next time the stream goes live); null: as the
+    /// server's `LIVE_RECORD_DEFAULT` says.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<bool>)]
     pub record: Option<Option<bool>>,
