@@ -39,9 +39,49 @@ impl Drop for Proc {
 
 /// An MP3 file of `secs` seconds of a 440 Hz tone, 128 kbit/s, 44.1 kHz.
 fn tone(dir: &Path, secs: u32) -> PathBuf {
+    tone_as(dir, secs, Fmt::MP3)
+}
+
+/// A source format: file extension, encoder, ffmpeg muxer, Content-Type, codec name of the
+/// recording.
+#[derive(Clone, Copy)]
+struct Fmt {
+    ext: &'static str,
+    encoder: &'static str,
+    muxer: &'static str,
+    content_type: &'static str,
+    codec: &'static str,
+}
+
+impl Fmt {
+    const MP3: Fmt = Fmt {
+        ext: "mp3",
+        encoder: "libmp3lame",
+        muxer: "mp3",
+        content_type: "audio/mpeg",
+        codec: "mp3",
+    };
+    const AAC: Fmt = Fmt {
+        ext: "aac",
+        encoder: "aac",
+        muxer: "adts",
+        content_type: "audio/aac",
+        codec: "aac",
+    };
+    const OGG: Fmt = Fmt {
+        ext: "ogg",
+        encoder: "libvorbis",
+        muxer: "ogg",
+        content_type: "audio/ogg",
+        codec: "vorbis",
+    };
+}
+
+/// A file of `secs` seconds of a 440 Hz tone in `fmt`, 128 kbit/s, 44.1 kHz.
+fn tone_as(dir: &Path, secs: u32, fmt: Fmt) -> PathBuf {
     veza_tests::require_tool("ffmpeg");
     veza_tests::require_tool("ffprobe");
-    let out = dir.join(format!("tone-{secs}.mp3"));
+    let out = dir.join(format!("tone-{secs}.{}", fmt.ext));
     let st = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -55,12 +95,30 @@ fn tone(dir: &Path, secs: u32) -> PathBuf {
         .arg(format!(
             "sine=frequency=440:sample_rate=44100:duration={secs}"
         ))
-        .args(["-c:a", "libmp3lame", "-b:a", "128k"])
+        .args(["-c:a", fmt.encoder, "-b:a", "128k", "-f", fmt.muxer])
         .arg(&out)
         .status()
         .unwrap();
     assert!(st.success());
     out
+}
+
+/// The duration of a file or URL as ffmpeg decodes it, seconds (exact for ADTS too, whose
+/// header-based estimate is not).
+fn decoded_duration(input: &str) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostats", "-i", input, "-f", "null", "-"])
+        .args(["-progress", "pipe:1"])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    let us = s
+        .lines()
+        .filter_map(|l| l.strip_prefix("out_time_us="))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or_else(|| panic!("ffmpeg {input}: {}", String::from_utf8_lossy(&out.stderr)));
+    us as f64 / 1e6
 }
 
 /// The duration ffprobe gives a file or URL, seconds.
@@ -89,6 +147,17 @@ fn ffprobe_duration(input: &str) -> f64 {
 /// `ffmpeg -re -i FILE -c copy -f mp3 icecast://source:KEY@ADDR/live/ID`, reporting its
 /// progress (`out_time_us`) on stdout.
 fn source(file: &Path, addr: SocketAddr, key: &str, id: &str) -> (Proc, Arc<AtomicU64>) {
+    source_as(file, addr, key, id, Fmt::MP3)
+}
+
+/// As [`source`], in `fmt`.
+fn source_as(
+    file: &Path,
+    addr: SocketAddr,
+    key: &str,
+    id: &str,
+    fmt: Fmt,
+) -> (Proc, Arc<AtomicU64>) {
     let mut child = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -99,7 +168,14 @@ fn source(file: &Path, addr: SocketAddr, key: &str, id: &str) -> (Proc, Arc<Atom
             "-i",
         ])
         .arg(file)
-        .args(["-c", "copy", "-content_type", "audio/mpeg", "-f", "mp3"])
+        .args([
+            "-c",
+            "copy",
+            "-content_type",
+            fmt.content_type,
+            "-f",
+            fmt.muxer,
+        ])
         .args(["-progress", "pipe:1", "-stats_period", "0.1"])
         .arg(format!("icecast://source:{key}@{addr}/live/{id}"))
         .stdin(Stdio::null())
@@ -298,6 +374,161 @@ async fn a_recorded_session_becomes_an_audio_file_as_long_as_what_was_sent() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+    running.stop().await.unwrap();
+}
+
+/// AAC (ADTS) and Ogg Vorbis sources are recorded in their own codec, frames as received (Ogg
+/// with its stream headers first), and last as long as what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aac_and_ogg_sessions_are_recorded_in_their_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.live.grace_period = Duration::from_secs(1);
+    cfg.live.record_default = true;
+    let state = build_state(cfg).await.unwrap();
+    let running = start(state.clone()).await.unwrap();
+    let alice = token(&state, "alice", Role::Creator);
+    let mut runs = Vec::new();
+    for fmt in [Fmt::AAC, Fmt::OGG] {
+        let (st, v) = call(
+            &state,
+            "POST",
+            "/api/v1/streams",
+            Some(&alice),
+            Some(json!({"title": format!("Show in {}", fmt.ext)})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let id = v["data"]["id"].as_str().unwrap().to_owned();
+        let key = v["data"]["ingest_key"].as_str().unwrap().to_owned();
+        let file = tone_as(dir.path(), 6, fmt);
+        let sent = decoded_duration(file.to_str().unwrap());
+        let (proc, _) = source_as(&file, running.addr, &key, &id, fmt);
+        runs.push((fmt, id, sent, proc));
+    }
+    for (fmt, id, sent, proc) in &mut runs {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = proc.0.try_wait().unwrap() {
+                assert!(st.success(), "the {} source failed: {st}", fmt.ext);
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the source did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let t0 = Instant::now();
+        let rec = loop {
+            let list = state.store().list_recordings(id, 10).await.unwrap();
+            if let Some(r) = list.first().filter(|r| r.state != "recording") {
+                break r.clone();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no finished recording"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(rec.state, "finished");
+        let audio_id = rec.audio_id.unwrap();
+        let (st, a) = call(
+            &state,
+            "GET",
+            &format!("/api/v1/audio/{audio_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{a}");
+        assert_eq!(a["data"]["codec"], fmt.codec, "{a}");
+        let url = format!("http://{}/api/v1/audio/{audio_id}/stream", running.addr);
+        let got = tokio::task::spawn_blocking(move || decoded_duration(&url))
+            .await
+            .unwrap();
+        let meta = a["data"]["duration_ms"].as_i64().unwrap() as f64 / 1000.0;
+        eprintln!(
+            "{}: sent {sent:.3} s, recorded {got:.3} s (probe {meta:.3} s)",
+            fmt.ext
+        );
+        assert!(
+            (got - *sent).abs() <= 0.5,
+            "{}: recorded {got} s, sent {sent} s",
+            fmt.ext
+        );
+        assert!(
+            (meta - *sent).abs() <= 0.5,
+            "{}: probe says {meta} s, sent {sent} s",
+            fmt.ext
+        );
+    }
+    running.stop().await.unwrap();
+}
+
+/// A source that drops and returns within the grace period continues the same recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_returns_within_the_grace_period_continues_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.live.grace_period = Duration::from_secs(3);
+    cfg.live.record_default = true;
+    let state = build_state(cfg).await.unwrap();
+    let running = start(state.clone()).await.unwrap();
+    let alice = token(&state, "alice", Role::Creator);
+    let (st, v) = call(
+        &state,
+        "POST",
+        "/api/v1/streams",
+        Some(&alice),
+        Some(json!({"title": "Two parts"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let key = v["data"]["ingest_key"].as_str().unwrap().to_owned();
+    let file = tone(dir.path(), 3);
+    let part = decoded_duration(file.to_str().unwrap());
+    for _ in 0..2 {
+        let (mut proc, _) = source(&file, running.addr, &key, &id);
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = proc.0.try_wait().unwrap() {
+                assert!(st.success(), "the source failed: {st}");
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the source did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let t0 = Instant::now();
+    let list = loop {
+        let list = state.store().list_recordings(&id, 10).await.unwrap();
+        if list.first().is_some_and(|r| r.state != "recording") {
+            break list;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no finished recording"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(list.len(), 1, "one recording: {list:?}");
+    let audio = state
+        .store()
+        .get_audio(list[0].audio_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = decoded_duration(&audio.path);
+    eprintln!("sent 2 x {part:.3} s, recorded {got:.3} s");
+    assert!(
+        (got - 2.0 * part).abs() <= 0.5,
+        "recorded {got} s of 2 x {part} s"
+    );
     running.stop().await.unwrap();
 }
 
