@@ -364,9 +364,9 @@ impl Files {
             open: HashMap::new(),
         };
         f.journal(head)?;
-        sync_dir(dir)?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
+        // The session's directory entry, and the stream's (new for a first recording).
+        for d in dir.ancestors().take(3) {
+            sync_dir(d)?;
         }
         Ok(f)
     }
