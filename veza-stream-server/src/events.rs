@@ -51,11 +51,14 @@ pub enum Subject {
     JobDone,
     /// `veza.job.failed`: a job failed.
     JobFailed,
+    /// `veza.recording.finished`: a live recording became an audio file (at the end of the
+    /// session, or restored after a crash).
+    RecordingFinished,
 }
 
 impl Subject {
     /// Every subject.
-    pub const ALL: [Subject; 12] = [
+    pub const ALL: [Subject; 13] = [
         Subject::StreamCreated,
         Subject::StreamStarted,
         Subject::StreamEnded,
@@ -68,6 +71,7 @@ impl Subject {
         Subject::JobRunning,
         Subject::JobDone,
         Subject::JobFailed,
+        Subject::RecordingFinished,
     ];
 
     /// The NATS subject, e.g. `veza.audio.uploaded`.
@@ -85,6 +89,7 @@ impl Subject {
             Subject::JobRunning => "veza.job.running",
             Subject::JobDone => "veza.job.done",
             Subject::JobFailed => "veza.job.failed",
+            Subject::RecordingFinished => "veza.recording.finished",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! and live delivery are being built (see the issues).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -40,7 +41,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Builds the state from a configuration: creates the directories, connects the store (running
-/// migrations) and installs the metrics recorder.
+/// migrations), installs the metrics recorder, and restores the live recordings a crash
+/// interrupted.
 ///
 /// # Errors
 /// A message naming what failed (directory, database, metrics).
@@ -102,6 +104,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             }
         }
     }
+    // Recordings a crash interrupted become audio files before anything is served.
+    live::record::recover(&state).await;
     Ok(state)
 }
 
@@ -124,8 +128,14 @@ impl Running {
     /// # Errors
     /// The server's I/O error, if it failed.
     pub async fn stop(mut self) -> std::io::Result<()> {
-        // Live streams end first, so their listeners' responses finish.
+        // Live streams end first, so their listeners' responses finish and their recordings
+        // are finalised (bounded: what is not finished is restored at the next start).
         self.live.end_all();
+        if !self.live.wait_finishing(Duration::from_secs(20)).await {
+            tracing::warn!(
+                "recordings still finishing at shutdown; they are restored at the next start"
+            );
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

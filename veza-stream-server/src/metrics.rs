@@ -45,6 +45,14 @@ pub const LIVE_SENT_BYTES: &str = "veza_live_sent_bytes_total";
 pub const LIVE_LISTENER_SKIPS: &str = "veza_live_listener_skips_total";
 /// Runs of source bytes that were not audio frames (dropped).
 pub const LIVE_BAD_SOURCE_BYTES: &str = "veza_live_bad_source_data_total";
+/// Live recordings now being written on this node.
+pub const LIVE_RECORDINGS_ACTIVE: &str = "veza_live_recordings_active";
+/// Live recordings ended, by `state` (`finished`, `recovered`, `empty`, `failed`).
+pub const LIVE_RECORDINGS: &str = "veza_live_recordings_total";
+/// Times a recorder fell more than the tap capacity behind its stream and was resynced.
+pub const LIVE_RECORDING_LAGS: &str = "veza_live_recording_lags_total";
+/// Chunks a lagging recorder could not get back from the ring (a gap in the recording).
+pub const LIVE_RECORDING_LOST_CHUNKS: &str = "veza_live_recording_lost_chunks_total";
 /// Live sources refused, by `reason`.
 pub const LIVE_SOURCES_REFUSED: &str = "veza_live_sources_refused_total";
 

@@ -380,6 +380,9 @@ pub struct StreamRecord {
     pub created_at: i64,
     /// Unix milliseconds.
     pub updated_at: i64,
+    /// Record its live sessions: `Some(true)` yes, `Some(false)` no, `None` as
+    /// `LIVE_RECORD_DEFAULT` says.
+    pub record: Option<bool>,
 }
 
 impl Store {
@@ -390,8 +393,8 @@ impl Store {
     pub async fn insert_stream(&self, s: &StreamRecord) -> Result<(), sqlx::Error> {
         let q = self.sql(
             "INSERT INTO streams (id, owner, title, description, is_private, quality, \
-             ingest_key_hash, is_live, viewer_count, started_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             ingest_key_hash, is_live, viewer_count, started_at, created_at, updated_at, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         );
         sqlx::query(&q)
             .bind(&s.id)
@@ -406,6 +409,7 @@ impl Store {
             .bind(s.started_at)
             .bind(s.created_at)
             .bind(s.updated_at)
+            .bind(s.record.map(i64::from))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -513,7 +517,7 @@ impl Store {
     pub async fn update_stream(&self, s: &StreamRecord) -> Result<(), sqlx::Error> {
         let q = self.sql(
             "UPDATE streams SET title = $1, description = $2, is_private = $3, quality = $4, \
-             updated_at = $5 WHERE id = $6",
+             updated_at = $5, record = $6 WHERE id = $7",
         );
         sqlx::query(&q)
             .bind(&s.title)
@@ -521,6 +525,7 @@ impl Store {
             .bind(i64::from(s.is_private))
             .bind(&s.quality)
             .bind(s.updated_at)
+            .bind(s.record.map(i64::from))
             .bind(&s.id)
             .execute(&self.pool)
             .await?;
@@ -556,6 +561,112 @@ fn stream_from_row(r: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
         started_at: r.try_get("started_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        record: r.try_get::<Option<i64>, _>("record")?.map(|v| v != 0),
+    })
+}
+
+/// A live recording's record: one live session of a stream and the audio file it became.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RecordingRecord {
+    /// Its id (a UUID; also the name of its directory under `LIVE_RECORDINGS_DIR/{stream_id}`).
+    pub id: String,
+    /// The stream recorded.
+    pub stream_id: String,
+    /// The audio file it became (once finished or recovered).
+    pub audio_id: Option<String>,
+    /// When recording started, Unix milliseconds.
+    pub started_at: i64,
+    /// When it ended (or was recovered), Unix milliseconds.
+    pub ended_at: Option<i64>,
+    /// `recording`, `finished`, `recovered` (restored after a crash), `empty` (no audio was
+    /// received) or `failed`.
+    pub state: String,
+}
+
+impl Store {
+    /// Stores a new recording.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_recording(&self, r: &RecordingRecord) -> Result<(), sqlx::Error> {
+        let q = self.sql(
+            "INSERT INTO recordings (id, stream_id, audio_id, started_at, ended_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        );
+        sqlx::query(&q)
+            .bind(&r.id)
+            .bind(&r.stream_id)
+            .bind(&r.audio_id)
+            .bind(r.started_at)
+            .bind(r.ended_at)
+            .bind(&r.state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a recording's outcome.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn finish_recording(
+        &self,
+        id: &str,
+        audio_id: Option<&str>,
+        ended_at: i64,
+        state: &str,
+    ) -> Result<(), sqlx::Error> {
+        let q = self
+            .sql("UPDATE recordings SET audio_id = $1, ended_at = $2, state = $3 WHERE id = $4");
+        sqlx::query(&q)
+            .bind(audio_id)
+            .bind(ended_at)
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A recording.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_recording(&self, id: &str) -> Result<Option<RecordingRecord>, sqlx::Error> {
+        let q = self.sql("SELECT * FROM recordings WHERE id = $1");
+        let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| recording_from_row(&r)).transpose()
+    }
+
+    /// The recordings of a stream, newest first (at most `limit`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_recordings(
+        &self,
+        stream_id: &str,
+        limit: i64,
+    ) -> Result<Vec<RecordingRecord>, sqlx::Error> {
+        let q = self.sql(
+            "SELECT * FROM recordings WHERE stream_id = $1 ORDER BY started_at DESC, id LIMIT $2",
+        );
+        let rows = sqlx::query(&q)
+            .bind(stream_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+}
+
+fn recording_from_row(r: &AnyRow) -> Result<RecordingRecord, sqlx::Error> {
+    Ok(RecordingRecord {
+        id: r.try_get("id")?,
+        stream_id: r.try_get("stream_id")?,
+        audio_id: r.try_get("audio_id")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        state: r.try_get("state")?,
     })
 }
 

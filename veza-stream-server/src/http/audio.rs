@@ -175,40 +175,98 @@ async fn upload(
     if size == 0 {
         return Err(ApiError::UnsupportedMedia("the body is empty".into()));
     }
-    // Probe (and measure loudness) off the async runtime.
-    let started = std::time::Instant::now();
-    let probe_path = tmp.clone();
-    let probed = tokio::task::spawn_blocking(move || probe(&probe_path))
-        .await
-        .map_err(ApiError::internal)?;
-    let probed = probed?;
-    let ext = extension(&probed.container);
-    let final_path = cfg.upload_dir.join(format!("{id}.{ext}"));
-    tokio::fs::rename(&tmp, &final_path).await?;
-    guard.0 = Some(final_path.clone());
-    let record = AudioRecord {
+    let new = NewAudio {
         id: id.clone(),
         owner: Some(owner),
         is_private: q.private.unwrap_or(false),
-        original_name: original_name.map(|n| n.chars().take(255).collect()),
-        path: final_path.display().to_string(),
-        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        original_name,
+        title: None,
+        size,
         content_hash: hash,
-        created_at: now_ms(),
-        ..probed
     };
-    state.store().insert_audio(&record).await?;
+    let record = store_file(&state, &tmp, new).await?;
     guard.0 = None;
-    state
-        .events()
-        .publish(Subject::AudioUploaded, crate::events::audio_data(&record));
-    metrics::counter!(m::AUDIO_FILES_PROCESSED).increment(1);
-    metrics::histogram!(m::AUDIO_PROCESSING_DURATION).record(started.elapsed().as_secs_f64());
     let mut resp = (StatusCode::CREATED, ok(&record)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/audio/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
+}
+
+/// A new audio file: what its maker knows about it (the rest comes from probing).
+#[derive(Debug, Clone)]
+pub struct NewAudio {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Its owner (JWT subject); none: admins only.
+    pub owner: Option<String>,
+    /// Visible to its owner only.
+    pub is_private: bool,
+    /// The original file name (at most 255 characters are kept).
+    pub original_name: Option<String>,
+    /// A title that replaces the file's own title tag.
+    pub title: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, hex.
+    pub content_hash: String,
+}
+
+/// Adds a complete file at `tmp` to the API's audio files, as an upload is added: probes it
+/// (off the async runtime), moves it into the upload directory under its id, stores its record
+/// and publishes `veza.audio.uploaded`. Uploads and live recordings both come through here.
+///
+/// # Errors
+/// 415 when it is not audio, I/O and database errors. On error the file is left at `tmp`.
+pub async fn store_file(
+    state: &AppState,
+    tmp: &Path,
+    new: NewAudio,
+) -> Result<AudioRecord, ApiError> {
+    let started = std::time::Instant::now();
+    let probe_path = tmp.to_path_buf();
+    let probed = tokio::task::spawn_blocking(move || probe(&probe_path))
+        .await
+        .map_err(ApiError::internal)??;
+    let ext = extension(&probed.container);
+    let final_path = state.config().upload_dir.join(format!("{}.{ext}", new.id));
+    move_file(tmp, &final_path).await?;
+    let record = AudioRecord {
+        id: new.id,
+        owner: new.owner,
+        is_private: new.is_private,
+        original_name: new.original_name.map(|n| n.chars().take(255).collect()),
+        path: final_path.display().to_string(),
+        size_bytes: i64::try_from(new.size).unwrap_or(i64::MAX),
+        content_hash: new.content_hash,
+        created_at: now_ms(),
+        title: new.title.or(probed.title.clone()),
+        ..probed
+    };
+    if let Err(e) = state.store().insert_audio(&record).await {
+        // Give the file back to the caller, who decides what to do with it.
+        let _ = move_file(&final_path, tmp).await;
+        return Err(e.into());
+    }
+    state
+        .events()
+        .publish(Subject::AudioUploaded, crate::events::audio_data(&record));
+    metrics::counter!(m::AUDIO_FILES_PROCESSED).increment(1);
+    metrics::histogram!(m::AUDIO_PROCESSING_DURATION).record(started.elapsed().as_secs_f64());
+    Ok(record)
+}
+
+/// Renames a file, or copies and removes it when the two paths are on different file systems.
+async fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match tokio::fs::rename(from, to).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            tokio::fs::copy(from, to).await?;
+            tokio::fs::File::open(to).await?.sync_all().await?;
+            tokio::fs::remove_file(from).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Now, in Unix milliseconds.

@@ -52,6 +52,8 @@ pub struct StreamDocument {
     pub is_private: bool,
     /// low, medium or high.
     pub quality: String,
+    /// Record its live sessions (null: as `LIVE_RECORD_DEFAULT` says).
+    pub record: Option<bool>,
     /// RFC 3339.
     pub created_at: String,
     /// The ingest key: in the creation answer only.
@@ -89,6 +91,32 @@ pub struct StreamPageEnvelope {
     pub success: bool,
     /// The page.
     pub data: StreamPage,
+}
+
+/// A recording as the API shows it.
+#[derive(ToSchema)]
+pub struct RecordingDocument {
+    /// Id (UUID).
+    pub id: String,
+    /// The stream recorded.
+    pub stream_id: String,
+    /// The audio file it became (`/api/v1/audio/{audio_id}`), once finished or recovered.
+    pub audio_id: Option<String>,
+    /// `recording`, `finished`, `recovered`, `empty` or `failed`.
+    pub state: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub ended_at: Option<String>,
+}
+
+/// `{"success": true, "data": [<recording>]}`.
+#[derive(ToSchema)]
+pub struct RecordingListEnvelope {
+    /// Always true.
+    pub success: bool,
+    /// The recordings, newest first.
+    pub data: Vec<RecordingDocument>,
 }
 
 /// An API key record, with the key itself in the creation answer only.
@@ -151,6 +179,7 @@ impl Modify for Security {
         audio::upload, audio::metadata, audio::delete, audio::stream,
         jobs::transcode, jobs::compress, jobs::get_job,
         streams::create, streams::list, streams::read, streams::update, streams::remove,
+        streams::recordings,
         keys::create, keys::list, keys::revoke,
         analytics::audio, analytics::stream,
         hls::master, hls::media, hls::segment,
@@ -158,7 +187,7 @@ impl Modify for Security {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, AudioRecord, JobRecord, ApiKeyRecord, SessionStats, SeriesPoint,
-        StreamDocument, StreamPage,
+        StreamDocument, StreamPage, RecordingDocument,
     )),
     modifiers(&Security),
 )]

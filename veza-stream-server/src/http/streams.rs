@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             "/streams/{stream_id}",
             get(read).patch(update).delete(remove),
         )
+        .route("/streams/{stream_id}/recordings", get(recordings))
 }
 
 /// `POST /api/v1/streams` body.
@@ -42,6 +43,9 @@ pub struct CreateStream {
     pub is_private: Option<bool>,
     /// low, medium or high (default high).
     pub quality: Option<String>,
+    /// Record the live sessions (each becomes an audio file when it ends; read when the stream
+    /// goes live); absent or null: as the server's `LIVE_RECORD_DEFAULT` says.
+    pub record: Option<bool>,
 }
 
 /// `PATCH /api/v1/streams/{id}` body: the fields to change.
@@ -56,6 +60,16 @@ pub struct UpdateStream {
     pub is_private: Option<bool>,
     /// low, medium or high.
     pub quality: Option<String>,
+    /// Record the live sessions (from the next time the stream goes live); null: as the
+    /// server's `LIVE_RECORD_DEFAULT` says.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub record: Option<Option<bool>>,
+}
+
+/// A field that may be absent (`None`), null (`Some(None)`) or set.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+    Option::<bool>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,13 +109,8 @@ fn check_quality(q: &str) -> Result<String, ApiError> {
 }
 
 /// The document of the architecture: id, title, description, is_live, viewer_count,
-/// stream_url, started_at (RFC 3339), plus is_private, quality and created_at.
+/// stream_url, started_at (RFC 3339), plus is_private, quality, record and created_at.
 pub(crate) fn document(s: &StreamRecord) -> Value {
-    let rfc3339 = |ms: i64| {
-        let t = std::time::UNIX_EPOCH
-            + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-        humantime::format_rfc3339_millis(t).to_string()
-    };
     json!({
         "id": s.id,
         "title": s.title,
@@ -112,8 +121,16 @@ pub(crate) fn document(s: &StreamRecord) -> Value {
         "started_at": s.started_at.map(rfc3339),
         "is_private": s.is_private,
         "quality": s.quality,
+        "record": s.record,
         "created_at": rfc3339(s.created_at),
     })
+}
+
+/// An RFC 3339 time (milliseconds) of Unix milliseconds.
+fn rfc3339(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn stream_id(id: &str) -> Result<String, ApiError> {
@@ -151,6 +168,7 @@ async fn create(
         started_at: None,
         created_at: now,
         updated_at: now,
+        record: req.record,
     };
     state.store().insert_stream(&rec).await?;
     metrics::counter!(m::STREAMS_CREATED).increment(1);
@@ -253,6 +271,9 @@ async fn update(
     if let Some(q) = req.quality {
         s.quality = check_quality(&q)?;
     }
+    if let Some(r) = req.record {
+        s.record = r;
+    }
     s.updated_at = now_ms();
     state.store().update_stream(&s).await?;
     state.events().publish(Subject::StreamUpdated, document(&s));
@@ -279,4 +300,33 @@ async fn remove(
         .events()
         .publish(Subject::StreamDeleted, json!({"id": s.id}));
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/streams/{stream_id}/recordings", tag = "streams",
+    description = "The stream's recordings, newest first (owner or admin): each live session recorded, its state (`recording`, `finished`, `recovered` after a crash, `empty`, `failed`) and the audio file it became (`audio_id`: stream, transcode and share it as any upload).",
+    params(("stream_id" = String, Path, description = "stream id (UUID)")),
+    responses((status = 200, description = "the recordings", body = crate::http::openapi::RecordingListEnvelope), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "unknown or private", body = ErrorBody), (status = 401, description = "bad or missing credentials", body = ErrorBody), (status = 429, description = "rate limited", body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+async fn recordings(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let s = find(&state, &caller, &id).await?;
+    caller.check_change(s.owner.as_deref(), s.is_private, "stream")?;
+    let list = state.store().list_recordings(&s.id, 1000).await?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "stream_id": r.stream_id,
+                "audio_id": r.audio_id,
+                "state": r.state,
+                "started_at": rfc3339(r.started_at),
+                "ended_at": r.ended_at.map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(ok(items).into_response())
 }

@@ -15,7 +15,7 @@
 //! `veza.stream.started` / `veza.stream.ended`, and updates the metrics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ use crate::state::AppState;
 use crate::storage::StreamRecord;
 
 pub mod icecast;
+pub mod record;
 pub mod relay;
 pub mod ws;
 
@@ -103,6 +104,8 @@ pub struct Channel {
     relayed: bool,
     /// HLS clients seen recently (kept by the HLS delivery).
     hls_viewers: AtomicUsize,
+    /// When the stream went live, Unix milliseconds (0: not yet).
+    started_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Channel {
@@ -310,6 +313,18 @@ pub struct LiveHub {
     /// Listener counts other nodes report: stream -> node -> (count, when).
     remote: Arc<Mutex<RemoteCounts>>,
     relay: Arc<std::sync::OnceLock<relay::Relay>>,
+    /// Work that must finish before the process exits (recordings being finalised).
+    finishing: Arc<AtomicUsize>,
+}
+
+/// Counts a piece of work [`LiveHub::wait_finishing`] waits for, while it lives.
+#[derive(Debug)]
+pub struct FinishingGuard(Arc<AtomicUsize>);
+
+impl Drop for FinishingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type RemoteCounts = HashMap<String, HashMap<u64, (usize, Instant)>>;
@@ -332,6 +347,25 @@ impl LiveHub {
     /// The channel of a stream on air here (ingested or relayed), if any.
     pub fn get(&self, id: &str) -> Option<Arc<Channel>> {
         self.map().get(id).cloned()
+    }
+
+    /// Marks work that a shutdown waits for (e.g. a recording), until the guard is dropped.
+    pub fn finishing(&self) -> FinishingGuard {
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+        FinishingGuard(self.finishing.clone())
+    }
+
+    /// Waits (at most `limit`) until the work marked with [`LiveHub::finishing`] is done.
+    /// True when it is.
+    pub async fn wait_finishing(&self, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while self.finishing.load(Ordering::Acquire) > 0 {
+            if t0.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Ends every channel on this node (shutdown): listeners get what is left, then the end.
@@ -371,6 +405,10 @@ impl LiveHub {
         if let Some(c) = self.get(&rec.id) {
             if !c.is_ended() {
                 rec.is_live = true;
+                let started = c.started_ms.load(Ordering::Acquire);
+                if started > 0 && !c.relayed {
+                    rec.started_at = Some(started);
+                }
             }
         }
         rec.viewer_count = if rec.is_live {
@@ -465,6 +503,10 @@ impl LiveHub {
                 }
             }
         };
+        // Before the source connects, so the driver records this same time.
+        let _ = ch
+            .started_ms
+            .compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire);
         ch.feed(Input::SourceConnected { now })
             .map_err(stream_error)?;
         if let Ok(mut i) = ch.info.lock() {
@@ -547,6 +589,7 @@ fn new_channel(
         drive,
         relayed,
         hls_viewers: AtomicUsize::new(0),
+        started_ms: AtomicI64::new(0),
     });
     tokio::spawn(drive_channel(state.clone(), ch.clone(), rx));
     ch
@@ -576,7 +619,8 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
                     if let Some(r) = state.live().relay() {
                         r.publish(ch.clone());
                     }
-                    mark_live(&state, &ch.id, true).await;
+                    record::on_started(&state, &ch);
+                    mark_live(&state, &ch.id, true, ch.started_ms.load(Ordering::Acquire)).await;
                 }
             }
             Drive::Event(Event::Interrupted { deadline: d, .. }) => {
@@ -592,7 +636,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
                 if !ch.relayed {
                     metrics::gauge!(m::STREAMS_ACTIVE).decrement(1.0);
                     metrics::counter!(m::STREAMS_ENDED).increment(1);
-                    mark_live(&state, &ch.id, false).await;
+                    mark_live(&state, &ch.id, false, 0).await;
                     let why = match reason {
                         EndReason::Requested => "requested",
                         EndReason::SourceLost => "source_lost",
@@ -623,8 +667,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Records a stream going live or off air, and publishes the event.
-async fn mark_live(state: &AppState, id: &str, live: bool) {
-    let now = now_ms();
+async fn mark_live(state: &AppState, id: &str, live: bool, started_ms: i64) {
+    let now = if live && started_ms > 0 {
+        started_ms
+    } else {
+        now_ms()
+    };
     if let Err(e) = state.store().set_stream_live(id, live, now).await {
         tracing::warn!(stream = %id, error = %e, "cannot update the stream record");
     }
