@@ -47,6 +47,10 @@ pub const LIVE_LISTENER_SKIPS: &str = "veza_live_listener_skips_total";
 pub const LIVE_BAD_SOURCE_BYTES: &str = "veza_live_bad_source_data_total";
 /// Live sources refused, by `reason`.
 pub const LIVE_SOURCES_REFUSED: &str = "veza_live_sources_refused_total";
+/// Source data or frames the live HLS ladder skipped, by `reason` (`undecodable`,
+/// `decoder_reset`, `lagged`: taps lost behind a slow encoder, `frame_rejected`,
+/// `unsupported_spec`).
+pub const LIVE_HLS_SKIPPED: &str = "veza_live_hls_skipped_total";
 
 /// Installs the recorder (once per process; later calls reuse it) and returns its handle.
 ///

@@ -36,6 +36,7 @@ use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::StreamRecord;
 
+pub mod hls;
 pub mod icecast;
 pub mod relay;
 pub mod ws;
@@ -310,6 +311,8 @@ pub struct LiveHub {
     /// Listener counts other nodes report: stream -> node -> (count, when).
     remote: Arc<Mutex<RemoteCounts>>,
     relay: Arc<std::sync::OnceLock<relay::Relay>>,
+    /// The live HLS ladders.
+    hls: hls::Ladders,
 }
 
 type RemoteCounts = HashMap<String, HashMap<u64, (usize, Instant)>>;
@@ -348,6 +351,11 @@ impl LiveHub {
             .values()
             .filter(|c| !c.relayed && !c.is_ended())
             .count()
+    }
+
+    /// The live HLS ladders of this node's channels.
+    pub fn hls(&self) -> &hls::Ladders {
+        &self.hls
     }
 
     /// Listeners of `id` on this node (connections and recent HLS clients).
@@ -571,6 +579,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
         let Some(msg) = msg else { return };
         match msg {
             Drive::Event(Event::Started { .. }) => {
+                hls::start(&state, &ch);
                 if !ch.relayed {
                     metrics::gauge!(m::STREAMS_ACTIVE).increment(1.0);
                     if let Some(r) = state.live().relay() {
