@@ -913,13 +913,13 @@ impl Segmenter {
                 for (pi, p) in s.parts.iter().enumerate() {
                     let _ = writeln!(
                         m,
-                        "#EXT-X-PART:DURATION={:.5},URI=\"{}\",INDEPENDENT=YES",
-                        p.duration.as_secs_f64(),
+                        "#EXT-X-PART:DURATION={},URI=\"{}\",INDEPENDENT=YES",
+                        secs6(listed_duration(p.duration)),
                         self.part_uri(s.msn, pi)
                     );
                 }
             }
-            let _ = writeln!(m, "#EXTINF:{:.5},", s.duration.as_secs_f64());
+            let _ = writeln!(m, "#EXTINF:{},", secs6(s.listed()));
             let _ = writeln!(m, "{}", self.segment_uri(s.msn));
         }
         if ll.is_some() && !self.ended {
@@ -931,8 +931,8 @@ impl Segmenter {
                     for (pi, p) in b.parts.iter().enumerate() {
                         let _ = writeln!(
                             m,
-                            "#EXT-X-PART:DURATION={:.5},URI=\"{}\",INDEPENDENT=YES",
-                            p.duration.as_secs_f64(),
+                            "#EXT-X-PART:DURATION={},URI=\"{}\",INDEPENDENT=YES",
+                            secs6(listed_duration(p.duration)),
                             self.part_uri(b.msn, pi)
                         );
                     }
@@ -964,6 +964,39 @@ impl Segmenter {
             .max()
             .unwrap_or(target);
         longest.max(target).as_secs_f64()
+    }
+}
+
+/// The duration a live playlist lists for a segment or part: its duration in whole
+/// microseconds, less 2 µs, so that every listed duration is shorter than its audio.
+///
+/// Players place parts and segments by adding up the listed durations from where they started,
+/// and compare that with the end of what they buffered (media time, kept in microseconds by
+/// browsers). A listed duration rounded up, or one rounded down less than a part that started
+/// the count, can put the end of the buffer a few microseconds before the listed end of the last
+/// part; hls.js then loads that part again and again instead of the next one. Listed durations
+/// that are each at least 1 µs short (and a segment listed as the sum of its parts) keep the end
+/// of the buffer past every listed boundary; the 2 µs per part this costs is corrected by players
+/// from the media timestamps.
+fn listed_duration(d: Duration) -> Duration {
+    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .saturating_sub(Duration::from_micros(2))
+}
+
+/// A listed duration in seconds with six decimals.
+fn secs6(d: Duration) -> String {
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+impl Segment {
+    /// The duration the playlist lists: the sum of its parts' listed durations (see
+    /// [`listed_duration`]).
+    fn listed(&self) -> Duration {
+        if self.parts.is_empty() {
+            listed_duration(self.duration)
+        } else {
+            self.parts.iter().map(|p| listed_duration(p.duration)).sum()
+        }
     }
 }
 
@@ -1223,9 +1256,11 @@ mod tests {
         assert_eq!(segs.len(), 3);
         let pl = s.media_playlist();
         assert!(pl.contains("#EXT-X-TARGETDURATION:4\n"), "{pl}");
-        assert!(pl.contains("#EXTINF:4.01705,\nseg0.aac\n"), "{pl}");
+        // Listed durations are in microseconds, 2 µs short per part (see `listed_duration`): parts of
+        // 44, 44, 44 and 41 frames.
+        assert!(pl.contains("#EXTINF:4.017044,\nseg0.aac\n"), "{pl}");
         assert!(
-            pl.contains("#EXT-X-PART:DURATION=1.02168,URI=\"seg3.0.aac\",INDEPENDENT=YES"),
+            pl.contains("#EXT-X-PART:DURATION=1.021676,URI=\"seg3.0.aac\",INDEPENDENT=YES"),
             "{pl}"
         );
         assert!(
@@ -1309,6 +1344,36 @@ mod tests {
                 result: Err(HlsError::Timeout)
             }]
         );
+    }
+
+    #[test]
+    fn listed_durations_are_short_and_segments_are_the_sum_of_their_parts() {
+        let t0 = Instant::now();
+        let mut cfg = SegmenterConfig::new(PackedCodec::AacLc);
+        cfg.target_duration = Duration::from_secs(1);
+        cfg.part_target = Some(Duration::from_millis(250));
+        let mut s = Segmenter::new(cfg, t0);
+        feed(&mut s, t0, 44 * 3);
+        let pl = s.media_playlist();
+        let micros = |v: &str| -> u64 {
+            let (a, b) = v.split_once('.').unwrap();
+            assert_eq!(b.len(), 6, "{v}");
+            a.parse::<u64>().unwrap() * 1_000_000 + b.parse::<u64>().unwrap()
+        };
+        let parts: Vec<u64> = pl
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+            .map(|l| micros(l.split(',').next().unwrap()))
+            .collect();
+        let segs: Vec<u64> = pl
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXTINF:"))
+            .map(|l| micros(l.trim_end_matches(',')))
+            .collect();
+        // 11 frames per part (255419.5 µs), four parts per segment.
+        assert_eq!(parts.len(), 12, "{pl}");
+        assert!(parts.iter().all(|&p| p == 255_417), "{pl}");
+        assert_eq!(segs, vec![4 * 255_417; 3], "{pl}");
     }
 
     #[test]
@@ -1400,12 +1465,12 @@ mod tests {
         assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{pl}");
         assert!(
             pl.contains(
-                "#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:45.017Z\n#EXTINF:4.01705,\nseg1.aac"
+                "#EXT-X-PROGRAM-DATE-TIME:2026-11-29T23:41:45.017Z\n#EXTINF:4.017050,\nseg1.aac"
             ),
             "{pl}"
         );
         assert!(
-            pl.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:41:41.000Z\n#EXTINF:4.01705,\nseg2.aac"),
+            pl.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:41:41.000Z\n#EXTINF:4.017050,\nseg2.aac"),
             "{pl}"
         );
         assert!(!pl.contains("DISCONTINUITY-SEQUENCE"));

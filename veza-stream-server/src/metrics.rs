@@ -55,6 +55,10 @@ pub const LIVE_RECORDING_LAGS: &str = "veza_live_recording_lags_total";
 pub const LIVE_RECORDING_LOST_CHUNKS: &str = "veza_live_recording_lost_chunks_total";
 /// Live sources refused, by `reason`.
 pub const LIVE_SOURCES_REFUSED: &str = "veza_live_sources_refused_total";
+/// Source data or frames the live HLS ladder skipped, by `reason` (`undecodable`,
+/// `decoder_reset`, `lagged`: taps lost behind a slow encoder, `frame_rejected`,
+/// `unsupported_spec`).
+pub const LIVE_HLS_SKIPPED: &str = "veza_live_hls_skipped_total";
 
 /// Installs the recorder (once per process; later calls reuse it) and returns its handle.
 ///

@@ -31,7 +31,8 @@ pub fn routes() -> Router<AppState> {
         .route("/audio/{file_id}/hls/{rendition}/{segment}", get(segment))
 }
 
-const PLAYLIST: HeaderValue = HeaderValue::from_static("application/vnd.apple.mpegurl");
+/// The playlists' content type.
+pub(crate) const PLAYLIST: HeaderValue = HeaderValue::from_static("application/vnd.apple.mpegurl");
 /// Segment `N` of a file's rendition never changes (files are immutable, encoders deterministic).
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
@@ -102,7 +103,8 @@ fn segment_number(name: &str, ext: &str) -> Option<usize> {
     n.parse().ok()
 }
 
-fn segment_response(bytes: Bytes, content_type: &'static str) -> Response {
+/// A segment (immutable).
+pub(crate) fn segment_response(bytes: Bytes, content_type: &'static str) -> Response {
     let mut resp = Response::new(Body::from(bytes));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(ops::routes())
         .merge(crate::live::icecast::routes())
+        .merge(crate::live::hls::routes())
         .merge(openapi::routes())
         // Preflight requests are answered before authentication.
         .layer(cors)

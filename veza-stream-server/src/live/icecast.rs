@@ -934,11 +934,15 @@ async fn write_all_vectored(
     Ok(())
 }
 
-/// `GET`/`HEAD /live/{mount}` through the router (TLS, or a kept-alive connection).
+/// `GET`/`HEAD /live/{mount}` through the router (TLS, or a kept-alive connection); the live
+/// HLS master playlist (`/live/{id}.m3u8`) too.
 async fn listen_route(
     State(state): State<AppState>,
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    if req.uri().path().ends_with(".m3u8") {
+        return super::hls::master(&state, req).await;
+    }
     let ip = req
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()

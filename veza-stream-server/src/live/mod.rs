@@ -36,6 +36,7 @@ use crate::metrics as m;
 use crate::state::AppState;
 use crate::storage::StreamRecord;
 
+pub mod hls;
 pub mod icecast;
 pub mod record;
 pub mod relay;
@@ -315,6 +316,8 @@ pub struct LiveHub {
     relay: Arc<std::sync::OnceLock<relay::Relay>>,
     /// Work that must finish before the process exits (recordings being finalised).
     finishing: Arc<AtomicUsize>,
+    /// The live HLS ladders.
+    hls: hls::Ladders,
 }
 
 /// Counts a piece of work [`LiveHub::wait_finishing`] waits for, while it lives.
@@ -382,6 +385,11 @@ impl LiveHub {
             .values()
             .filter(|c| !c.relayed && !c.is_ended())
             .count()
+    }
+
+    /// The live HLS ladders of this node's channels.
+    pub fn hls(&self) -> &hls::Ladders {
+        &self.hls
     }
 
     /// Listeners of `id` on this node (connections and recent HLS clients).
@@ -614,6 +622,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
         let Some(msg) = msg else { return };
         match msg {
             Drive::Event(Event::Started { .. }) => {
+                hls::start(&state, &ch);
                 if !ch.relayed {
                     metrics::gauge!(m::STREAMS_ACTIVE).increment(1.0);
                     if let Some(r) = state.live().relay() {
