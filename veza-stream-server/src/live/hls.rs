@@ -140,6 +140,9 @@ struct Rung {
     name: String,
     rung: LiveRung,
     state: Mutex<RungState>,
+    /// The rung's encoded frames as they are made (ADTS for AAC rungs), for WebSocket
+    /// listeners adapted on the server (`live::ws`).
+    frames: broadcast::Sender<Bytes>,
 }
 
 /// A rung's segmenter and the blocking playlist requests waiting on it.
@@ -243,6 +246,30 @@ impl Ladder {
     /// How long a client stays a viewer after its last request.
     fn viewer_window(&self) -> Duration {
         self.target * 3
+    }
+
+    /// The AAC rungs a server-adapted listener can switch between (their ADTS frames line up:
+    /// one decode feeds them all): (index, name, kbit/s), lowest first.
+    pub fn adaptive_rungs(&self) -> Vec<(usize, String, u32)> {
+        let mut v: Vec<(usize, String, u32)> = self
+            .rungs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.rung.codec == LiveCodec::Aac)
+            .map(|(i, r)| (i, r.name.clone(), r.rung.kbps))
+            .collect();
+        v.sort_by_key(|r| r.2);
+        v
+    }
+
+    /// The encoded frames of rung `index` from now on (ADTS for AAC rungs).
+    pub fn subscribe_frames(&self, index: usize) -> Option<broadcast::Receiver<Bytes>> {
+        self.rungs.get(index).map(|r| r.frames.subscribe())
+    }
+
+    /// True once the ladder has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Viewers now; closes the sessions of clients that went quiet, and tells the channel
@@ -363,6 +390,7 @@ pub fn start(state: &AppState, ch: &Arc<Channel>) {
                 name: r.name(),
                 rung: r,
                 state: Mutex::new(RungState::default()),
+                frames: broadcast::channel(512).0,
             })
             .collect(),
         progress,
@@ -886,6 +914,12 @@ fn deliver(
         });
     } else if let Some(ms) = r.anchor.take() {
         st.feed(Input::WallClock { now, unix_ms: ms });
+    }
+    let tap = &ladder.rungs[i].frames;
+    if tap.receiver_count() > 0 {
+        for (data, _) in &r.frames {
+            let _ = tap.send(data.clone());
+        }
     }
     for (data, samples) in r.frames.drain(..) {
         progressed |= st.feed(Input::Frame {

@@ -18,6 +18,10 @@
 //! The first message is text: `{"type":"start","content_type":..,"now_playing":..}`; then binary
 //! messages of whole frames of the stream, and `{"type":"metadata",..}` text messages when the
 //! title changes. `?burst=MS` as for progressive listeners.
+//!
+//! With `?abr=true` the listener gets AAC (ADTS frames) from the live HLS ladder instead, and
+//! the server picks the rung with the core's ABR controller from how fast the listener takes
+//! the bytes; each switch is announced with `{"type":"rendition","name":..,"kbps":..}`.
 
 use std::time::Duration;
 
@@ -279,6 +283,8 @@ async fn run_ingest(socket: WebSocket, guard: SourceGuard, mut pcm: Option<PcmSo
 #[derive(Debug, Deserialize)]
 struct ListenQuery {
     burst: Option<u64>,
+    /// `true`: AAC from the live ladder, its rung chosen by the server (core ABR).
+    abr: Option<bool>,
 }
 
 async fn listen(
@@ -311,7 +317,160 @@ async fn listen(
     let cursor = state
         .live()
         .listen(&state, &rec.id, burst, false, Some(session))?;
+    if q.abr == Some(true) {
+        // The ladder starts with the stream; give it up to a few seconds on a fresh stream.
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(l) = state.live().hls().get(&rec.id) {
+                if !l.adaptive_rungs().is_empty() {
+                    return Ok(ws.on_upgrade(move |socket| run_listen_abr(socket, cursor, l)));
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(3) {
+                return Err(ApiError::Conflict(
+                    "adaptive listening needs the live HLS ladder with an AAC rung (LIVE_HLS_LADDER)".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(ws.on_upgrade(move |socket| run_listen(socket, cursor)))
+}
+
+/// Media between two switch points of an adapted listener.
+const SWITCH_INTERVAL: Duration = Duration::from_secs(2);
+/// What a WebSocket player is assumed to buffer before it starts playing.
+const CLIENT_START_BUFFER: Duration = Duration::from_secs(1);
+
+/// Samples per second of an ADTS frame's header (the sampling-frequency index).
+fn adts_rate(frame: &[u8]) -> Option<u32> {
+    const RATES: [u32; 13] = [
+        96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025,
+        8_000, 7_350,
+    ];
+    let idx = (frame.get(2)? >> 2) & 0x0F;
+    RATES.get(usize::from(idx)).copied()
+}
+
+/// An adapted listener: AAC frames of one ladder rung at a time, the rung chosen at each switch
+/// point by the core's MPC controller from the measured send throughput (bytes over the time
+/// the sends took: a client that reads slowly makes the sends wait) and the media sent ahead of
+/// real time. A switch is announced with `{"type":"rendition",...}` before the new rung's
+/// frames; the rungs come from one decode and encoder setup, so frames line up.
+async fn run_listen_abr(
+    socket: WebSocket,
+    cursor: ListenerCursor,
+    ladder: std::sync::Arc<super::hls::Ladder>,
+) {
+    use veza_stream_core::abr::{
+        AbrConfig, AbrController, DecisionContext, Ladder as AbrLadder, TransferSample,
+    };
+    let rungs = ladder.adaptive_rungs();
+    let Ok(abr_ladder) = AbrLadder::new(rungs.iter().map(|r| veza_audio::Bitrate::kbps(r.2)))
+    else {
+        return;
+    };
+    let Ok(mut ctl) = AbrController::new(AbrConfig::new(abr_ladder)) else {
+        return;
+    };
+    let (mut tx, mut rx) = socket.split();
+    let ch = cursor.channel().clone();
+    let mut cur = 0usize;
+    let Some(mut frames) = ladder.subscribe_frames(rungs[cur].0) else {
+        return;
+    };
+    let rendition = |i: usize| {
+        json!({"type": "rendition", "name": rungs[i].1, "kbps": rungs[i].2}).to_string()
+    };
+    let start = json!({
+        "type": "start",
+        "content_type": "audio/aac",
+        "adaptive": true,
+        "renditions": rungs.iter().map(|r| json!({"name": r.1, "kbps": r.2})).collect::<Vec<_>>(),
+        "now_playing": metadata_message(&ch.now_playing()),
+    });
+    if tx.send(Message::Text(start.to_string().into())).await.is_err()
+        || tx.send(Message::Text(rendition(cur).into())).await.is_err()
+    {
+        return;
+    }
+    let mut np = ch.now_playing();
+    let send = async {
+        let t0 = std::time::Instant::now();
+        let mut media = Duration::ZERO;
+        let mut window_media = Duration::ZERO;
+        let mut window_bytes = 0u64;
+        let mut window_send = Duration::ZERO;
+        loop {
+            let frame = match frames.recv().await {
+                Ok(f) => f,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let now_playing = ch.now_playing();
+            if now_playing != np {
+                np = now_playing;
+                let m = metadata_message(&np).to_string();
+                if tx.send(Message::Text(m.into())).await.is_err() {
+                    return;
+                }
+            }
+            let rate = adts_rate(&frame).unwrap_or(48_000);
+            let dur = Duration::from_nanos(1_024 * 1_000_000_000 / u64::from(rate));
+            let len = frame.len() as u64;
+            let sent_at = std::time::Instant::now();
+            let sent =
+                tokio::time::timeout(Duration::from_secs(30), tx.send(Message::Binary(frame)))
+                    .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+            window_send += sent_at.elapsed();
+            window_bytes += len;
+            window_media += dur;
+            media += dur;
+            if window_media < SWITCH_INTERVAL {
+                continue;
+            }
+            // The sends' own time (at least 1 ms a frame's worth, so an idle link does not
+            // read as infinitely fast).
+            let took = window_send.max(Duration::from_millis(2));
+            let end = std::time::Instant::now();
+            let begin = end.checked_sub(took).unwrap_or(end);
+            if let Ok(sample) = TransferSample::new(window_bytes, begin, begin, end) {
+                ctl.on_transfer(sample);
+            }
+            let ahead = (media + CLIENT_START_BUFFER).saturating_sub(t0.elapsed());
+            let ctx = DecisionContext::for_progressive(ahead, Duration::ZERO, SWITCH_INTERVAL);
+            if let Ok(d) = ctl.decide(&ctx) {
+                if d.rung != cur && d.rung < rungs.len() {
+                    if let Some(next) = ladder.subscribe_frames(rungs[d.rung].0) {
+                        cur = d.rung;
+                        frames = next;
+                        if tx.send(Message::Text(rendition(cur).into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            window_media = Duration::ZERO;
+            window_bytes = 0;
+            window_send = Duration::ZERO;
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    let hangup = async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = send => {},
+        () = hangup => {},
+    }
+    drop(cursor);
 }
 
 fn metadata_message(np: &NowPlaying) -> serde_json::Value {
