@@ -390,6 +390,8 @@ for (s, m, n), v in sorted(by.items(), key=lambda x: x[0][2]):
         return "-" if a is None or not b else f"{a/b:.2f}"
     print(f"{n} listeners, veza/icecast: CPU {ratio('server_cpu_pct')}, RSS {ratio('server_rss_kb')}, HWM {ratio('server_hwm_kb')}, "
           f"first audio p50 {ratio('first_audio_p50_ms')}, behind live p50 {ratio('behind_p50_ms')}")
+    if i["connected"] != v["connected"]:
+        print(f"  (not like for like: icecast served {i['connected']} listeners, veza {v['connected']})")
 for r in rows:
     if r["mode"] == "no-burst":
         print(f"low latency ({r['listeners']} listeners, burst=0): behind live p99 {f(r['behind_p99_ms'])} ms (target < 300), first audio p50 {f(r['first_audio_p50_ms'])} ms (target < 100)")
