@@ -18,9 +18,9 @@
 //!   once a burst has been read), received rate, sequence gaps, disconnects and refusals.
 //!
 //! ```text
-//! listeners --url URL [--listeners 1000] [--ramp 1000] [--duration 30] [--settle 5]
+//! listeners --url URL [--url URL2 ...] [--listeners 1000] [--ramp 1000] [--duration 30] [--settle 5]
 //!           [--procs 1] [--threads 1] [--icy] [--label NAME] [--behind-threshold 5]
-//!           [--min-rate 0.95] [--connect-timeout 10] [--server-pid PID]
+//!           [--min-rate 0.95] [--connect-timeout 10] [--server-pid PID [--server-pid PID2 ...]]
 //!           [--source URL --source-key KEY [--source-user source] [--source-method PUT|SOURCE]
 //!            [--expect-continue] [--source-lead 5]]
 //! ```
@@ -34,6 +34,13 @@
 //! A listener is *falling behind* when one of its samples in the window exceeds
 //! `--behind-threshold` seconds or when it received less than `--min-rate` of the source's frames
 //! in the window. Disconnected listeners are counted apart.
+//!
+//! Several servers (for example two nodes of a cluster, one ingesting and one relaying): `--url`
+//! may be given U times, and listener `i` then goes to URL `i mod U` (the summary adds one line
+//! and the JSON a `per_url` entry per URL); `--server-pid` may be given several times, and the
+//! server CPU and memory figures are then the sums over those processes (each process's own
+//! figures are in the JSON's `servers`). With `--procs` a multiple of U, each child process talks
+//! to one URL only.
 //!
 //! `--procs P` runs the listeners in P child processes of this program (listener `i` goes to
 //! process `i mod P`), each raising RLIMIT_NOFILE to its hard limit, and merges their results: one
@@ -326,7 +333,8 @@ struct SourceArgs {
 
 #[derive(Debug, Clone)]
 struct Args {
-    url: Option<Target>,
+    /// Listener `i` goes to `urls[i % urls.len()]`.
+    urls: Vec<Target>,
     listeners: usize,
     ramp: f64,
     duration: Duration,
@@ -338,7 +346,8 @@ struct Args {
     behind_threshold: Duration,
     min_rate: f64,
     connect_timeout: Duration,
-    server_pid: Option<u32>,
+    /// The server processes measured (figures summed).
+    server_pids: Vec<u32>,
     source: Option<SourceArgs>,
     source_lead: Duration,
     /// In a child process: (index, count).
@@ -347,7 +356,7 @@ struct Args {
     epoch_ns: Option<u64>,
 }
 
-const USAGE: &str = "usage: listeners --url URL [--listeners N] [--ramp PER_S] [--duration S] [--settle S] [--procs P] [--threads T] [--icy] [--label NAME] [--behind-threshold S] [--min-rate R] [--connect-timeout S] [--server-pid PID] [--source URL --source-key KEY [--source-user USER] [--source-method PUT|SOURCE] [--expect-continue] [--source-lead S]]";
+const USAGE: &str = "usage: listeners --url URL [--url URL2 ...] [--listeners N] [--ramp PER_S] [--duration S] [--settle S] [--procs P] [--threads T] [--icy] [--label NAME] [--behind-threshold S] [--min-rate R] [--connect-timeout S] [--server-pid PID ...] [--source URL --source-key KEY [--source-user USER] [--source-method PUT|SOURCE] [--expect-continue] [--source-lead S]]";
 
 fn usage(msg: &str) -> ! {
     eprintln!("listeners: {msg}\n{USAGE}");
@@ -356,7 +365,7 @@ fn usage(msg: &str) -> ! {
 
 fn parse_args(argv: impl Iterator<Item = String>) -> Args {
     let mut a = Args {
-        url: None,
+        urls: Vec::new(),
         listeners: 1000,
         ramp: 1000.0,
         duration: Duration::from_secs(30),
@@ -368,7 +377,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Args {
         behind_threshold: Duration::from_secs(5),
         min_rate: 0.95,
         connect_timeout: Duration::from_secs(10),
-        server_pid: None,
+        server_pids: Vec::new(),
         source: None,
         source_lead: Duration::from_secs(5),
         child: None,
@@ -401,7 +410,8 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Args {
         let f = flag.as_str();
         match f {
             "--url" => {
-                a.url = Some(parse_url(&val(&mut it, f)).unwrap_or_else(|e| usage(&e)));
+                a.urls
+                    .push(parse_url(&val(&mut it, f)).unwrap_or_else(|e| usage(&e)));
             }
             "--listeners" | "-n" => a.listeners = num(&val(&mut it, f), f, 0, 1_000_000),
             "--ramp" => a.ramp = num(&val(&mut it, f), f, 1.0, 1_000_000.0),
@@ -414,7 +424,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Args {
             "--behind-threshold" => a.behind_threshold = secs(val(&mut it, f), f),
             "--min-rate" => a.min_rate = num(&val(&mut it, f), f, 0.0, 1.0),
             "--connect-timeout" => a.connect_timeout = secs(val(&mut it, f), f),
-            "--server-pid" => a.server_pid = Some(num(&val(&mut it, f), f, 1, u32::MAX)),
+            "--server-pid" => a.server_pids.push(num(&val(&mut it, f), f, 1, u32::MAX)),
             "--source" => source_url = Some(val(&mut it, f)),
             "--source-key" => source_key = Some(val(&mut it, f)),
             "--source-user" => source_user = val(&mut it, f),
@@ -454,7 +464,10 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Args {
             expect_continue,
         });
     }
-    if a.url.is_none() && a.listeners > 0 {
+    if a.urls.len() > 16 {
+        usage("at most 16 --url");
+    }
+    if a.urls.is_empty() && a.listeners > 0 {
         usage("no --url given (or --listeners 0 with --source for a source only)");
     }
     a
@@ -889,31 +902,38 @@ async fn listener(plan: Arc<Plan>, start_at: Instant) -> ListenerResult {
     r
 }
 
-/// Runs this process's share of the listeners (index `k` of `n` processes) and tallies them.
-fn run_listeners(args: &Args, k: usize, n: usize, epoch_ns: u64) -> Partial {
-    let Some(target) = args.url.clone() else {
-        return Partial::default();
-    };
+/// Runs this process's share of the listeners (index `k` of `n` processes) and tallies them,
+/// one [`Partial`] per URL (listener `i` goes to URL `i mod U`).
+fn run_listeners(args: &Args, k: usize, n: usize, epoch_ns: u64) -> Vec<Partial> {
     let epoch = instant_at_realtime(epoch_ns);
     let ramp_secs = args.listeners as f64 / args.ramp;
     let window_start = epoch + Duration::from_secs_f64(ramp_secs) + args.settle;
     let end = epoch + args.duration;
-    let mut request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: veza-listeners/1\r\nAccept: */*\r\n",
-        target.path, target.host
-    );
-    if args.icy {
-        request.push_str("Icy-MetaData: 1\r\n");
+    let plans: Vec<Arc<Plan>> = args
+        .urls
+        .iter()
+        .map(|target| {
+            let mut request = format!(
+                "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: veza-listeners/1\r\nAccept: */*\r\n",
+                target.path, target.host
+            );
+            if args.icy {
+                request.push_str("Icy-MetaData: 1\r\n");
+            }
+            request.push_str("\r\n");
+            Arc::new(Plan {
+                target: target.clone(),
+                request: request.into_bytes(),
+                icy: args.icy,
+                connect_timeout: args.connect_timeout,
+                window_start,
+                end,
+            })
+        })
+        .collect();
+    if plans.is_empty() {
+        return Vec::new();
     }
-    request.push_str("\r\n");
-    let plan = Arc::new(Plan {
-        target,
-        request: request.into_bytes(),
-        icy: args.icy,
-        connect_timeout: args.connect_timeout,
-        window_start,
-        end,
-    });
     let rt = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -936,26 +956,31 @@ fn run_listeners(args: &Args, k: usize, n: usize, epoch_ns: u64) -> Partial {
             .step_by(n)
             .map(|i| {
                 let at = epoch + Duration::from_secs_f64(i as f64 / args.ramp);
-                tokio::spawn(listener(Arc::clone(&plan), at))
+                let u = i % plans.len();
+                (u, tokio::spawn(listener(Arc::clone(&plans[u]), at)))
             })
             .collect();
         let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
+        for (u, h) in handles {
             match h.await {
-                Ok(r) => out.push(r),
-                Err(e) => out.push(ListenerResult {
-                    refused: Some(format!("task_{e}")),
-                    ..ListenerResult::default()
-                }),
+                Ok(r) => out.push((u, r)),
+                Err(e) => out.push((
+                    u,
+                    ListenerResult {
+                        refused: Some(format!("task_{e}")),
+                        ..ListenerResult::default()
+                    },
+                )),
             }
         }
         out
     });
-    let window = plan.end.saturating_duration_since(plan.window_start);
+    let window = end.saturating_duration_since(window_start);
     let expected = window.as_secs_f64() * frames_per_sec();
     let threshold_us = micros(args.behind_threshold);
-    let mut p = Partial::default();
-    for r in results {
+    let mut parts: Vec<Partial> = plans.iter().map(|_| Partial::default()).collect();
+    for (u, r) in results {
+        let p = &mut parts[u];
         p.requested += 1;
         if let Some(why) = r.refused {
             *p.refused.entry(why).or_default() += 1;
@@ -991,7 +1016,7 @@ fn run_listeners(args: &Args, k: usize, n: usize, epoch_ns: u64) -> Partial {
         p.low_rate += usize::from(low);
         p.falling_behind += usize::from(over || low);
     }
-    p
+    parts
 }
 
 /// CPU time (utime + stime) of a process, in clock ticks.
@@ -1059,12 +1084,23 @@ fn ms(v: Option<u32>) -> serde_json::Value {
     })
 }
 
-/// CPU and memory of the server over the steady window.
+/// CPU and memory of one server process over the steady window.
+#[derive(Debug, Default, Clone, Serialize)]
+struct ProcessFigures {
+    pid: u32,
+    cpu_pct: Option<f64>,
+    rss_kb: Option<u64>,
+    hwm_kb: Option<u64>,
+}
+
+/// CPU and memory of the servers over the steady window (sums over the server processes).
 #[derive(Debug, Default, Clone)]
 struct ServerFigures {
     cpu_pct: Option<f64>,
     rss_kb: Option<u64>,
     hwm_kb: Option<u64>,
+    /// Each server process's own figures.
+    servers: Vec<ProcessFigures>,
     gen_cpu_pct: Option<f64>,
     /// The whole machine's busy time over the window, percent of all cores.
     machine_busy_pct: Option<f64>,
@@ -1086,10 +1122,17 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// Samples the server's and the generator's CPU at the window's start and end, and the server's
-/// memory at the end (a thread: the listeners may run in this process).
+/// Sum of the values when every one is known.
+fn sum_all<T: std::iter::Sum<T>>(v: impl Iterator<Item = Option<T>>) -> Option<T> {
+    v.collect::<Option<Vec<T>>>()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.into_iter().sum())
+}
+
+/// Samples the servers' and the generator's CPU at the window's start and end, and the
+/// servers' memory at the end (a thread: the listeners may run in this process).
 fn measure(
-    server: Option<u32>,
+    servers: Vec<u32>,
     gen_pids: Vec<u32>,
     start: Instant,
     end: Instant,
@@ -1101,7 +1144,7 @@ fn measure(
             std::thread::sleep(start - now);
         }
         let t0 = Instant::now();
-        let s0 = server.and_then(cpu_ticks);
+        let s0: Vec<Option<u64>> = servers.iter().map(|&p| cpu_ticks(p)).collect();
         let m0 = machine_ticks();
         let g0: Vec<Option<u64>> = gen_pids.iter().map(|&p| cpu_ticks(p)).collect();
         let now = Instant::now();
@@ -1111,19 +1154,30 @@ fn measure(
             std::thread::sleep(stop - now);
         }
         let secs = t0.elapsed().as_secs_f64().max(1e-3);
-        let s1 = server.and_then(cpu_ticks);
+        let s1: Vec<Option<u64>> = servers.iter().map(|&p| cpu_ticks(p)).collect();
         let m1 = machine_ticks();
         let gen_ticks: u64 = gen_pids
             .iter()
             .zip(g0)
             .filter_map(|(&p, a)| Some(cpu_ticks(p)?.saturating_sub(a?)))
             .sum();
+        let per: Vec<ProcessFigures> = servers
+            .iter()
+            .zip(s0.iter().zip(&s1))
+            .map(|(&pid, (a, b))| ProcessFigures {
+                pid,
+                cpu_pct: a
+                    .zip(*b)
+                    .map(|(a, b)| (b.saturating_sub(a) as f64 / hz) / secs * 100.0),
+                rss_kb: status_kb(pid, "VmRSS"),
+                hwm_kb: status_kb(pid, "VmHWM"),
+            })
+            .collect();
         ServerFigures {
-            cpu_pct: s0
-                .zip(s1)
-                .map(|(a, b)| (b.saturating_sub(a) as f64 / hz) / secs * 100.0),
-            rss_kb: server.and_then(|p| status_kb(p, "VmRSS")),
-            hwm_kb: server.and_then(|p| status_kb(p, "VmHWM")),
+            cpu_pct: sum_all(per.iter().map(|f| f.cpu_pct)),
+            rss_kb: sum_all(per.iter().map(|f| f.rss_kb)),
+            hwm_kb: sum_all(per.iter().map(|f| f.hwm_kb)),
+            servers: per,
             gen_cpu_pct: Some(gen_ticks as f64 / hz / secs * 100.0),
             machine_busy_pct: m0.zip(m1).and_then(|((b0, t0), (b1, t1))| {
                 (t1 > t0).then(|| b1.saturating_sub(b0) as f64 / (t1 - t0) as f64 * 100.0)
@@ -1158,7 +1212,7 @@ fn child_args(a: &Args, k: usize, n: usize, epoch_ns: u64) -> Vec<String> {
         "--epoch-ns".into(),
         epoch_ns.to_string(),
     ];
-    if let Some(u) = &a.url {
+    for u in &a.urls {
         v.push("--url".into());
         v.push(u.url.clone());
     }
@@ -1255,23 +1309,29 @@ fn main() {
     }
     let mut gen_pids = vec![std::process::id()];
     gen_pids.extend(children.iter().map(std::process::Child::id));
-    let meter = measure(args.server_pid, gen_pids, window_start, end);
+    let meter = measure(args.server_pids.clone(), gen_pids, window_start, end);
 
-    let mut total = Partial::default();
+    // One tally per URL.
+    let mut by_url: Vec<Partial> = args.urls.iter().map(|_| Partial::default()).collect();
+    let mut add = |parts: Vec<Partial>| {
+        for (t, p) in by_url.iter_mut().zip(parts) {
+            t.merge(p);
+        }
+    };
     let mut child_errors = 0;
     if args.listeners == 0 {
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
     } else if children.is_empty() {
-        total = run_listeners(&args, 0, 1, epoch_ns);
+        add(run_listeners(&args, 0, 1, epoch_ns));
     } else {
         for (k, c) in children.into_iter().enumerate() {
             let parsed = c
                 .wait_with_output()
                 .ok()
                 .filter(|o| o.status.success())
-                .and_then(|o| serde_json::from_slice::<Partial>(&o.stdout).ok());
+                .and_then(|o| serde_json::from_slice::<Vec<Partial>>(&o.stdout).ok());
             match parsed {
-                Some(p) => total.merge(p),
+                Some(p) => add(p),
                 None => {
                     eprintln!("listeners: child {k} gave no result");
                     child_errors += 1;
@@ -1285,18 +1345,11 @@ fn main() {
         let _ = t.join();
     }
     let source = shared.report.lock().map(|r| r.clone()).unwrap_or_default();
-    report(&args, total, &source, &figures, window_secs, child_errors);
+    report(&args, by_url, &source, &figures, window_secs, child_errors);
 }
 
-/// Prints the human summary and the JSON line.
-fn report(
-    args: &Args,
-    mut t: Partial,
-    source: &SourceReport,
-    fig: &ServerFigures,
-    window_secs: f64,
-    child_errors: usize,
-) {
+/// The listeners' figures of a tally (counts, quantiles, rates) as JSON fields.
+fn listener_stats(t: &mut Partial, window_secs: f64) -> serde_json::Map<String, serde_json::Value> {
     t.ttfb_us.sort_unstable();
     t.first_audio_us.sort_unstable();
     t.start_lag_us.sort_unstable();
@@ -1313,9 +1366,6 @@ fn report(
         serde_json::json!((f64::from(t.rates[i]) * 1000.0).round() / 1000.0)
     };
     let j = serde_json::json!({
-        "label": args.label,
-        "listeners": args.listeners,
-        "procs": args.procs,
         "connected": t.connected,
         "refused": refused,
         "refused_kinds": t.refused,
@@ -1340,26 +1390,72 @@ fn report(
         "rate_min": rate_at(0.0),
         "rate_p1": rate_at(0.01),
         "rate_p50": rate_at(0.5),
-        "window_s": (window_secs * 10.0).round() / 10.0,
         "bytes_per_s": if window_secs > 0.0 { (t.bytes_window as f64 / window_secs).round() } else { 0.0 },
         "frames_skipped": t.frames_skipped,
         "listeners_with_gaps": t.listeners_with_gaps,
         "duplicates": t.duplicates,
         "resyncs": t.resyncs,
         "icy_blocks": t.icy_blocks,
+    });
+    match j {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Prints the human summary and the JSON line.
+fn report(
+    args: &Args,
+    mut by_url: Vec<Partial>,
+    source: &SourceReport,
+    fig: &ServerFigures,
+    window_secs: f64,
+    child_errors: usize,
+) {
+    let mut t = Partial::default();
+    let mut per_url = Vec::new();
+    for (u, p) in by_url.iter_mut().enumerate() {
+        let mut s = listener_stats(p, window_secs);
+        s.insert("url".into(), serde_json::json!(args.urls[u].url));
+        s.insert("listeners".into(), serde_json::json!(p.requested));
+        per_url.push(serde_json::Value::Object(s));
+    }
+    for p in by_url {
+        t.merge(p);
+    }
+    let mut j = listener_stats(&mut t, window_secs);
+    let extra = serde_json::json!({
+        "label": args.label,
+        "listeners": args.listeners,
+        "procs": args.procs,
+        "window_s": (window_secs * 10.0).round() / 10.0,
         "child_errors": child_errors,
         "source_frames": source.frames,
         "source_late_max_ms": (source.late_max_ms * 10.0).round() / 10.0,
         "source_response": source.response,
         "source_error": source.error,
-        "server_pid": args.server_pid,
+        "server_pid": args.server_pids.first(),
+        "server_pids": args.server_pids,
         "server_cpu_pct": fig.cpu_pct.map(|c| (c * 10.0).round() / 10.0),
         "server_rss_kb": fig.rss_kb,
         "server_hwm_kb": fig.hwm_kb,
+        "servers": fig.servers.iter().map(|s| serde_json::json!({
+            "pid": s.pid,
+            "cpu_pct": s.cpu_pct.map(|c| (c * 10.0).round() / 10.0),
+            "rss_kb": s.rss_kb,
+            "hwm_kb": s.hwm_kb,
+        })).collect::<Vec<_>>(),
         "generator_cpu_pct": fig.gen_cpu_pct.map(|c| (c * 10.0).round() / 10.0),
         "machine_busy_pct": fig.machine_busy_pct.map(|c| (c * 10.0).round() / 10.0),
+        "per_url": if per_url.len() > 1 { serde_json::Value::Array(per_url.clone()) } else { serde_json::Value::Null },
     });
+    if let serde_json::Value::Object(m) = extra {
+        j.extend(m);
+    }
+    let j = serde_json::Value::Object(j);
     let g = |k: &str| j.get(k).map_or_else(String::new, ToString::to_string);
+    let refused: usize = t.refused.values().sum();
+    let ok = t.connected - t.disconnected - t.falling_behind;
     println!(
         "{}: {} listeners ({} procs): {} connected, {} refused {}, {} disconnected, {} falling behind ({} over {} s, {} under {:.0} % of the rate), {} ok",
         args.label,
@@ -1408,11 +1504,46 @@ fn report(
             .as_ref()
             .map_or_else(String::new, |e| format!(", error: {e}"))
     );
+    for u in per_url.iter().filter(|_| per_url.len() > 1) {
+        let g = |k: &str| u.get(k).map_or_else(String::new, ToString::to_string);
+        println!(
+            "  {}: {} listeners, {} connected, {} refused, {} disconnected, {} falling behind; ttfb p50 {} ms; first audio p50 {} ms; behind live p50/p99/max {}/{}/{} ms",
+            g("url"),
+            g("listeners"),
+            g("connected"),
+            g("refused"),
+            g("disconnected"),
+            g("falling_behind"),
+            g("ttfb_p50_ms"),
+            g("first_audio_p50_ms"),
+            g("behind_p50_ms"),
+            g("behind_p99_ms"),
+            g("behind_max_ms"),
+        );
+    }
     println!(
-        "  server cpu {} % of one core, rss {} kB, hwm {} kB; generator cpu {} %; machine busy {} % of all cores",
+        "  server cpu {} % of one core, rss {} kB, hwm {} kB{}; generator cpu {} %; machine busy {} % of all cores",
         g("server_cpu_pct"),
         g("server_rss_kb"),
         g("server_hwm_kb"),
+        if fig.servers.len() > 1 {
+            format!(
+                " (sums over {} processes: {})",
+                fig.servers.len(),
+                fig.servers
+                    .iter()
+                    .map(|s| format!(
+                        "pid {} cpu {:.1} % rss {} kB",
+                        s.pid,
+                        s.cpu_pct.unwrap_or(f64::NAN),
+                        s.rss_kb.unwrap_or(0)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        },
         g("generator_cpu_pct"),
         g("machine_busy_pct")
     );
@@ -1509,6 +1640,34 @@ mod tests {
             (t.addr.as_str(), t.path.as_str()),
             ("localhost:80", "/a?b=1")
         );
+    }
+
+    #[test]
+    fn several_urls_and_server_pids() {
+        let a = parse_args(
+            [
+                "--url",
+                "http://127.0.0.1:1/live/a.mp3",
+                "--url",
+                "http://127.0.0.1:2/live/a.mp3",
+                "--server-pid",
+                "10",
+                "--server-pid",
+                "11",
+                "--procs",
+                "2",
+            ]
+            .into_iter()
+            .map(String::from),
+        );
+        assert_eq!(a.urls.len(), 2);
+        assert_eq!(a.server_pids, vec![10, 11]);
+        // Children get every URL (listener i goes to URL i mod 2).
+        let c = child_args(&a, 1, 2, 0);
+        assert_eq!(c.iter().filter(|x| *x == "--url").count(), 2);
+        assert_eq!(sum_all([Some(1u64), Some(2)].into_iter()), Some(3));
+        assert_eq!(sum_all([Some(1u64), None].into_iter()), None);
+        assert_eq!(sum_all(std::iter::empty::<Option<u64>>()), None);
     }
 
     /// The synthetic frames decode with ffmpeg without errors and last as long as they should.
