@@ -920,3 +920,79 @@ async fn an_html_audio_element_plays_the_live_stream() {
     assert!(t > 2.0, "the audio element did not play: {report}");
     running.stop().await.unwrap();
 }
+
+/// A WebSocket listener adapted on the server (`?abr=true`): it starts on the lowest AAC rung of
+/// the live ladder and, taking the bytes as fast as they come, is moved up; the frames it gets
+/// across the switches decode as one AAC stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_listeners_are_adapted_on_the_server() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    require_tool("ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with(dir.path(), |c| {
+        c.live.hls_ladder =
+            veza_stream_server::config::parse_ladder("aac:48,aac:96,aac:160").unwrap();
+        c.live.hls_segment = Duration::from_secs(1);
+    })
+    .await;
+    let running = start(state.clone()).await.unwrap();
+    let addr = running.addr;
+    let (id, key) = create_stream(&state, "adaptive").await;
+    let file = tone(
+        dir.path(),
+        "tone.mp3",
+        12.0,
+        &["-c:a", "libmp3lame", "-b:a", "128k"],
+    );
+    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    wait_for(
+        Duration::from_secs(10),
+        "the stream to go live",
+        async || state.live().get(&id).is_some(),
+    )
+    .await;
+    let tok = token(&state);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v1/streams/{id}/listen?abr=true&access_token={tok}"
+    ))
+    .await
+    .unwrap();
+    let mut audio = Vec::new();
+    let mut renditions = Vec::new();
+    let mut start_msg = String::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str() {
+                    Some("start") => start_msg = t.to_string(),
+                    Some("rendition") => renditions.push(v["name"].as_str().unwrap().to_owned()),
+                    _ => {}
+                }
+            }
+            Message::Binary(b) => audio.extend_from_slice(&b),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let _ = src.wait();
+    assert!(
+        start_msg.contains("\"adaptive\":true") && start_msg.contains("audio/aac"),
+        "{start_msg}"
+    );
+    assert_eq!(
+        renditions.first().map(String::as_str),
+        Some("aac-48"),
+        "{renditions:?}"
+    );
+    assert!(
+        renditions.iter().any(|r| r != "aac-48"),
+        "a fast listener is moved up: {renditions:?}"
+    );
+    let p = dir.path().join("adaptive.aac");
+    std::fs::write(&p, &audio).unwrap();
+    let heard = decoded_secs(&p);
+    assert!(heard > 5.0, "heard {heard:.2} s of adapted AAC");
+    running.stop().await.unwrap();
+}

@@ -277,6 +277,9 @@ async fn update(
     s.updated_at = now_ms();
     state.store().update_stream(&s).await?;
     state.events().publish(Subject::StreamUpdated, document(&s));
+    if let Some(c) = state.live().get(&s.id) {
+        c.set_record(s.clone());
+    }
     state.live().overlay(&state, &mut s);
     Ok(ok(document(&s)).into_response())
 }

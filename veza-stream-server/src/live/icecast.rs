@@ -48,6 +48,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A listener whose socket takes no bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Writes to a listener with a burst are grouped over this much time.
+const COALESCE: Duration = Duration::from_millis(250);
 /// Time a client has to send its request line and head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -777,9 +779,14 @@ async fn prepare_listen(
         None => Caller(None),
     };
     let ch = state.live().get(&id).filter(|c| !c.is_ended());
-    let rec = match state.store().get_stream(&id).await? {
-        Some(r) => r,
-        None => return Err(ApiError::NotFound("stream")),
+    // A stream on air here: its record came with the channel (no query per listener).
+    let rec = match &ch {
+        Some(c) => c.record(),
+        None => state
+            .store()
+            .get_stream(&id)
+            .await?
+            .ok_or(ApiError::NotFound("stream"))?,
     };
     caller.check_see(rec.owner.as_deref(), rec.is_private, "stream")?;
     let ch = match ch {
@@ -886,7 +893,20 @@ async fn stream_to_listener(tcp: TcpStream, mut cursor: ListenerCursor) {
     };
     let send = async move {
         let mut batch: Vec<Bytes> = Vec::new();
+        // A listener with a burst is seconds behind the edge anyway: its writes are grouped
+        // (at most one every COALESCE), which halves the system calls, the largest cost of
+        // serving thousands of listeners. A low-latency listener gets each chunk at once.
+        let coalesce = (!cursor.low_latency()).then_some(COALESCE);
+        let mut last_write: Option<tokio::time::Instant> = None;
         while cursor.next_batch(&mut batch).await {
+            if let (Some(c), Some(last)) = (coalesce, last_write) {
+                let due = last + c;
+                if tokio::time::Instant::now() < due {
+                    tokio::time::sleep_until(due).await;
+                    cursor.take_ready(&mut batch);
+                }
+            }
+            last_write = Some(tokio::time::Instant::now());
             let ok = tokio::time::timeout(WRITE_TIMEOUT, write_all_vectored(&mut wr, &mut batch))
                 .await
                 .is_ok_and(|r| r.is_ok());

@@ -86,7 +86,10 @@ struct Core {
 #[derive(Debug)]
 enum Drive {
     Event(Event),
+    /// A listener joined or left (nothing to do at once: counts are written on the tick).
     Wake,
+    /// The periodic tick: write the viewer count if it changed.
+    Tick,
 }
 
 /// One live stream on air on this node. Shared by its source, listeners and driver.
@@ -107,6 +110,9 @@ pub struct Channel {
     hls_viewers: AtomicUsize,
     /// When the stream went live, Unix milliseconds (0: not yet).
     started_ms: AtomicI64,
+    /// The stream's record as the channel started (owner, privacy, title for listeners'
+    /// headers), kept current by updates, so that a joining listener costs no database query.
+    record: Mutex<StreamRecord>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -133,6 +139,21 @@ impl Channel {
     /// Listeners on this node now.
     pub fn listeners(&self) -> usize {
         self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// The stream's record (as the channel started, with later updates).
+    pub fn record(&self) -> StreamRecord {
+        self.record
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Takes an updated record (title, privacy) for the listeners to come.
+    pub fn set_record(&self, rec: StreamRecord) {
+        if let Ok(mut r) = self.record.lock() {
+            *r = rec;
+        }
     }
 
     /// HLS clients that fetched a playlist or segment recently.
@@ -563,6 +584,7 @@ impl LiveHub {
             head,
             session,
             done: false,
+            low_latency: burst.unwrap_or(state.config().live.burst).is_zero(),
         })
     }
 }
@@ -598,6 +620,7 @@ fn new_channel(
         relayed,
         hls_viewers: AtomicUsize::new(0),
         started_ms: AtomicI64::new(0),
+        record: Mutex::new(rec.clone()),
     });
     tokio::spawn(drive_channel(state.clone(), ch.clone(), rx));
     ch
@@ -617,7 +640,7 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
                 let _ = ch.feed(Input::Timeout { now: Instant::now() });
                 continue;
             }
-            _ = tick.tick() => Some(Drive::Wake),
+            _ = tick.tick() => Some(Drive::Tick),
         };
         let Some(msg) = msg else { return };
         match msg {
@@ -655,8 +678,11 @@ async fn drive_channel(state: AppState, ch: Arc<Channel>, mut rx: mpsc::Unbounde
                 }
                 return;
             }
-            Drive::Event(_) | Drive::Wake => {}
+            Drive::Event(_) | Drive::Wake => continue,
+            Drive::Tick => {}
         }
+        // At most one write per tick, whatever the churn of listeners (a join or a leave is
+        // not worth a database write: the document reads the live count from the hub).
         let viewers = state.viewers(&ch.id);
         if viewers != last_viewers && !ch.relayed {
             last_viewers = viewers;
@@ -756,6 +782,7 @@ pub struct ListenerCursor {
     icy_meta: IcyMetadata,
     session: Option<crate::analytics::Session>,
     done: bool,
+    low_latency: bool,
 }
 
 impl std::fmt::Debug for ListenerCursor {
@@ -797,6 +824,21 @@ impl ListenerCursor {
                 self.done = true;
                 return false;
             }
+        }
+    }
+
+    /// True when the listener asked to start at the live edge (no burst): it wants each chunk
+    /// as soon as it is cut.
+    pub fn low_latency(&self) -> bool {
+        self.low_latency
+    }
+
+    /// Appends what is ready now, without waiting (nothing when nothing is ready, or after the
+    /// end).
+    pub fn take_ready(&mut self, out: &mut Vec<Bytes>) {
+        if !self.done && matches!(self.take(out), Taken::Ended) {
+            // What was taken before is sent; the next `next_batch` says the end.
+            self.done = true;
         }
     }
 

@@ -379,9 +379,8 @@ async fn run_listen_abr(
     let Some(mut frames) = ladder.subscribe_frames(rungs[cur].0) else {
         return;
     };
-    let rendition = |i: usize| {
-        json!({"type": "rendition", "name": rungs[i].1, "kbps": rungs[i].2}).to_string()
-    };
+    let rendition =
+        |i: usize| json!({"type": "rendition", "name": rungs[i].1, "kbps": rungs[i].2}).to_string();
     let start = json!({
         "type": "start",
         "content_type": "audio/aac",
@@ -389,7 +388,10 @@ async fn run_listen_abr(
         "renditions": rungs.iter().map(|r| json!({"name": r.1, "kbps": r.2})).collect::<Vec<_>>(),
         "now_playing": metadata_message(&ch.now_playing()),
     });
-    if tx.send(Message::Text(start.to_string().into())).await.is_err()
+    if tx
+        .send(Message::Text(start.to_string().into()))
+        .await
+        .is_err()
         || tx.send(Message::Text(rendition(cur).into())).await.is_err()
     {
         return;
@@ -402,10 +404,14 @@ async fn run_listen_abr(
         let mut window_bytes = 0u64;
         let mut window_send = Duration::ZERO;
         loop {
-            let frame = match frames.recv().await {
-                Ok(f) => f,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            let frame = match tokio::time::timeout(Duration::from_millis(500), frames.recv()).await
+            {
+                Ok(Ok(f)) => f,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+                // The ladder ended (it has sent its last frames): the broadcast is over.
+                Err(_) if ladder.is_ended() => break,
+                Err(_) => continue,
             };
             let now_playing = ch.now_playing();
             if now_playing != np {
