@@ -936,3 +936,50 @@ fn a_recording_killed_with_the_server_is_restored_at_the_next_start() {
     .unwrap();
     assert_eq!(st, 200);
 }
+
+/// A graceful stop while a recorded stream is on air ends the stream and finishes the recording
+/// before the server returns (state `finished`, not restored later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::for_tests(dir.path());
+    cfg.live.record_default = true;
+    let state = build_state(cfg).await.unwrap();
+    let running = start(state.clone()).await.unwrap();
+    let alice = token(&state, "alice", Role::Creator);
+    let (st, v) = call(
+        &state,
+        "POST",
+        "/api/v1/streams",
+        Some(&alice),
+        Some(json!({"title": "Late show"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let key = v["data"]["ingest_key"].as_str().unwrap().to_owned();
+    let file = tone(dir.path(), 20);
+    let (mut ffmpeg, _) = source(&file, running.addr, &key, &id);
+    // About three seconds on air, then the server stops while the source still sends.
+    let t0 = Instant::now();
+    while state.live().get(&id).is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "not live");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.stop().await.unwrap();
+    let _ = ffmpeg.0.kill();
+    let (st, v) = call(
+        &state,
+        "GET",
+        &format!("/api/v1/streams/{id}/recordings"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let items = v["data"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["state"], "finished", "{v}");
+    assert!(items[0]["audio_id"].is_string(), "{v}");
+}
