@@ -327,3 +327,62 @@ pub fn ffprobe_tags(path: &std::path::Path) -> (String, String) {
     };
     (run("format_tags"), run("stream_tags"))
 }
+
+/// A 440 Hz stereo tone of `secs` seconds at 44.1 kHz, encoded by ffmpeg with `codec_args`
+/// (e.g. `["-c:a", "libmp3lame", "-b:a", "128k"]`) into `dir/name`.
+pub fn live_tone(dir: &std::path::Path, name: &str, secs: f64, codec_args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={secs}"
+        ))
+        .args(["-ac", "2"])
+        .args(codec_args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success(), "ffmpeg could not make the test tone");
+    out
+}
+
+/// ffmpeg as an Icecast source (`icecast://source:KEY@ADDR/live/ID`), sending `file` in real
+/// time (`-re`, `-c copy`) as `fmt` with content type `ct`, named "Veza Test FM", genre "Test".
+pub fn icecast_source(
+    addr: std::net::SocketAddr,
+    id: &str,
+    key: &str,
+    file: &std::path::Path,
+    fmt: &str,
+    ct: &str,
+) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", fmt, "-content_type", ct])
+        .args(["-ice_name", "Veza Test FM", "-ice_genre", "Test"])
+        .arg(format!("icecast://source:{key}@{addr}/live/{id}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg starts")
+}
+
+/// Seconds of audio ffmpeg decodes from a file (8 kHz mono samples counted).
+pub fn decoded_secs(path: &std::path::Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "8000", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as f64 / 2.0 / 8000.0
+}

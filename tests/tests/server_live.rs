@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use veza_stream_server::auth::Role;
 use veza_stream_server::events::Subject;
 use veza_stream_server::{AppState, Config, app, build_state, start};
-use veza_tests::require_tool;
+use veza_tests::{decoded_secs, icecast_source, live_tone, require_tool};
 
 async fn state_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> AppState {
     let mut cfg = Config::for_tests(dir);
@@ -90,38 +90,6 @@ async fn stream_doc(state: &AppState, id: &str) -> Value {
     v["data"].clone()
 }
 
-/// A test tone encoded by ffmpeg: `secs` seconds, in `codec_args` into `ext`.
-fn tone(dir: &Path, name: &str, secs: f64, codec_args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=44100:duration={secs}"
-        ))
-        .args(["-ac", "2"])
-        .args(codec_args)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success(), "ffmpeg could not make the test tone");
-    out
-}
-
-/// ffmpeg as an Icecast source, sending `file` in real time (`-re`) with `-c copy`.
-fn ffmpeg_source(addr: SocketAddr, id: &str, key: &str, file: &Path, fmt: &str, ct: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(file)
-        .args(["-c", "copy", "-f", fmt, "-content_type", ct])
-        .args(["-ice_name", "Veza Test FM", "-ice_genre", "Test"])
-        .arg(format!("icecast://source:{key}@{addr}/live/{id}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits until `cond` holds (checked every 50 ms), at most `limit`.
 async fn wait_for(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
     let t0 = Instant::now();
@@ -187,23 +155,6 @@ async fn read_to_end(tcp: &mut TcpStream, mut out: Vec<u8>, limit: Duration) -> 
     out
 }
 
-/// Audio duration of a file as ffprobe decodes it (packets' durations summed by ffmpeg).
-fn decoded_secs(path: &Path) -> f64 {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "8000", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffmpeg could not decode {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.len() as f64 / 2.0 / 8000.0
-}
-
 /// Splits an ICY stream into audio and the titles of its metadata blocks.
 fn split_icy(stream: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
     let mut audio = Vec::new();
@@ -241,14 +192,14 @@ async fn an_ffmpeg_mp3_source_reaches_icy_listeners_whole() {
     assert!(status.contains("404"), "{status}");
     assert_eq!(stream_doc(&state, &id).await["is_live"], false);
 
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         6.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
     let sent = decoded_secs(&file);
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
@@ -403,9 +354,9 @@ async fn aac_and_ogg_vorbis_sources_are_heard_whole() {
     ];
     for (name, args, fmt, ct, ext) in cases {
         let (id, key) = create_stream(&state, name).await;
-        let file = tone(dir.path(), name, 5.0, &args);
+        let file = live_tone(dir.path(), name, 5.0, &args);
         let sent = decoded_secs(&file);
-        let mut src = ffmpeg_source(addr, &id, &key, &file, fmt, ct);
+        let mut src = icecast_source(addr, &id, &key, &file, fmt, ct);
         wait_for(
             Duration::from_secs(10),
             "the stream to go live",
@@ -754,13 +705,13 @@ async fn ffplay_and_mpv_play_the_live_stream() {
     let running = start(state.clone()).await.unwrap();
     let addr = running.addr;
     let (id, key) = create_stream(&state, "players").await;
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         8.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
@@ -839,13 +790,13 @@ async fn an_html_audio_element_plays_the_live_stream() {
     let running = start(state.clone()).await.unwrap();
     let addr = running.addr;
     let (id, key) = create_stream(&state, "browser").await;
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         15.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
@@ -939,13 +890,13 @@ async fn websocket_listeners_are_adapted_on_the_server() {
     let running = start(state.clone()).await.unwrap();
     let addr = running.addr;
     let (id, key) = create_stream(&state, "adaptive").await;
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         12.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 use veza_stream_server::auth::Role;
 use veza_stream_server::{AppState, Config, app, build_state, start};
-use veza_tests::require_tool;
+use veza_tests::{decoded_secs, icecast_source, live_tone, require_tool};
 
 /// Segment target of these tests (short, so that the test stays short).
 const SEGMENT: Duration = Duration::from_secs(1);
@@ -85,54 +85,6 @@ async fn create_stream(state: &AppState, title: &str, private: bool) -> (String,
 
 async fn stream_doc(state: &AppState, id: &str) -> Value {
     api(state, "GET", &format!("/api/v1/streams/{id}"), None).await["data"].clone()
-}
-
-/// A 440 Hz tone of `secs` seconds encoded by ffmpeg with `codec_args` into `name`.
-fn tone(dir: &Path, name: &str, secs: f64, codec_args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=44100:duration={secs}"
-        ))
-        .args(["-ac", "2"])
-        .args(codec_args)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success(), "ffmpeg could not make the test tone");
-    out
-}
-
-/// ffmpeg as an Icecast source, sending `file` in real time.
-fn ffmpeg_source(addr: SocketAddr, id: &str, key: &str, file: &Path, fmt: &str, ct: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(file)
-        .args(["-c", "copy", "-f", fmt, "-content_type", ct])
-        .arg(format!("icecast://source:{key}@{addr}/live/{id}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Decoded audio duration of a file (ffmpeg, 8 kHz mono samples counted).
-fn decoded_secs(path: &Path) -> f64 {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "8000", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffmpeg could not decode {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.len() as f64 / 2.0 / 8000.0
 }
 
 /// A response over a real connection.
@@ -298,14 +250,14 @@ async fn live_ladder_plays_in_ffmpeg_with_ll_hls_and_titles() {
     // Not on air: 404.
     assert_eq!(http_get(addr, &stream_url, "").await.status, 404);
 
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         10.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
     let sent = decoded_secs(&file);
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
@@ -486,9 +438,9 @@ async fn private_aac_stream_needs_a_token_carried_through_the_playlists() {
     let addr = running.addr;
     let (id, key, stream_url) = create_stream(&state, "Private AAC", true).await;
     // Two runs of 3 s: the source drops after the first and returns within the grace period.
-    let file = tone(dir.path(), "tone.aac", 3.0, &["-c:a", "aac", "-b:a", "96k"]);
+    let file = live_tone(dir.path(), "tone.aac", 3.0, &["-c:a", "aac", "-b:a", "96k"]);
     let sent = 2.0 * decoded_secs(&file);
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "adts", "audio/aac");
+    let mut src = icecast_source(addr, &id, &key, &file, "adts", "audio/aac");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
@@ -521,7 +473,7 @@ async fn private_aac_stream_needs_a_token_carried_through_the_playlists() {
         .unwrap()
         .unwrap();
     assert!(st.success());
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "adts", "audio/aac");
+    let mut src = icecast_source(addr, &id, &key, &file, "adts", "audio/aac");
     let st = tokio::task::spawn_blocking(move || src.wait())
         .await
         .unwrap()
@@ -693,13 +645,13 @@ async fn hls_js_in_chromium_plays_the_live_ladder() {
     let running = start(state.clone()).await.unwrap();
     let addr = running.addr;
     let (id, key, stream_url) = create_stream(&state, "Browser radio", false).await;
-    let file = tone(
+    let file = live_tone(
         dir.path(),
         "tone.mp3",
         14.0,
         &["-c:a", "libmp3lame", "-b:a", "128k"],
     );
-    let mut src = ffmpeg_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
+    let mut src = icecast_source(addr, &id, &key, &file, "mp3", "audio/mpeg");
     wait_for(
         Duration::from_secs(10),
         "the stream to go live",
