@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 use veza_stream_core::frame::FrameFormat;
 use veza_stream_core::live::{
-    Chunk, EndReason, Event, Input, LiveConfig, LiveState, LiveStream, Next, Output, StreamError,
+    Chunk, EndReason, Event, Input, LiveConfig, LiveStream, Next, Output, StreamError,
 };
 use veza_stream_core::metadata::{IcyInterleaver, IcyMetadata, NowPlaying};
 use veza_stream_core::{ListenerId, Seq};
@@ -895,12 +895,4 @@ impl Drop for ListenerCursor {
         metrics::gauge!(m::LIVE_LISTENERS).decrement(1.0);
         let _ = self.ch.drive.send(Drive::Wake);
     }
-}
-
-/// The live state of a stream record for documents: on air here or not.
-pub fn is_on_air(state: &AppState, id: &str) -> bool {
-    state
-        .live()
-        .get(id)
-        .is_some_and(|c| !c.is_ended() && c.lock().stream.state() != LiveState::Ended)
 }

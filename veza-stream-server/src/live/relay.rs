@@ -200,10 +200,14 @@ impl Relay {
     /// answers.
     pub async fn subscribe(&self, state: &AppState, id: &str) -> Option<Arc<Channel>> {
         let rec = state.store().get_stream(id).await.ok().flatten()?;
-        if !rec.is_live {
-            // The ingesting node records the stream live (in the shared database) as it starts.
-            return None;
-        }
+        // The ingesting node records the stream live in the shared database a moment after it
+        // starts answering: a stream not (yet) recorded live gets a short wait only, so that
+        // listeners of streams off air are not held.
+        let limit = if rec.is_live {
+            INFO_TIMEOUT
+        } else {
+            Duration::from_millis(500)
+        };
         let gate = {
             let mut m = self
                 .setup
@@ -223,12 +227,12 @@ impl Relay {
         // stream starts): ask again until INFO_TIMEOUT.
         let t0 = Instant::now();
         let reply = loop {
-            let left = INFO_TIMEOUT.saturating_sub(t0.elapsed());
+            let left = limit.saturating_sub(t0.elapsed());
             match tokio::time::timeout(left, self.client.request(info_subject(id), Bytes::new()))
                 .await
             {
                 Ok(Ok(r)) => break r,
-                Ok(Err(_)) if t0.elapsed() + Duration::from_millis(100) < INFO_TIMEOUT => {
+                Ok(Err(_)) if t0.elapsed() + Duration::from_millis(100) < limit => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 _ => return None,
@@ -293,13 +297,7 @@ impl Relay {
             map.insert(id.to_owned(), ch.clone());
         }
         tracing::info!(stream = %id, "relaying a stream ingested on another node");
-        tokio::spawn(relay_loop(
-            ch.clone(),
-            audio,
-            meta,
-            last,
-            state.config().live.grace_period,
-        ));
+        tokio::spawn(relay_loop(ch.clone(), audio, meta, last));
         Some(ch)
     }
 }
@@ -325,7 +323,6 @@ async fn relay_loop(
     mut audio: async_nats::Subscriber,
     mut meta: async_nats::Subscriber,
     mut last: Option<u64>,
-    grace: Duration,
 ) {
     let silence = Duration::from_secs(3);
     let mut connected = true;
@@ -366,7 +363,7 @@ async fn relay_loop(
                 }
                 if ch.listeners() == 0 && ch.hls_idle() {
                     let since = *idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= IDLE_LINGER.max(grace.min(IDLE_LINGER)) {
+                    if since.elapsed() >= IDLE_LINGER {
                         tracing::info!(stream = %ch.id(), "no listener left: relay unsubscribed");
                         ch.end();
                         break;
