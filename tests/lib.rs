@@ -386,3 +386,9 @@ pub fn decoded_secs(path: &std::path::Path) -> f64 {
     );
     out.stdout.len() as f64 / 2.0 / 8000.0
 }
+
+/// Standard base64 of a string (for HTTP Basic credentials in raw requests).
+pub fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use veza_stream_server::auth::Role;
 use veza_stream_server::events::Subject;
 use veza_stream_server::{AppState, Config, app, build_state, start};
-use veza_tests::{decoded_secs, icecast_source, live_tone, require_tool};
+use veza_tests::{b64, decoded_secs, icecast_source, live_tone, require_tool};
 
 async fn state_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> AppState {
     let mut cfg = Config::for_tests(dir);
@@ -307,25 +307,6 @@ async fn an_ffmpeg_mp3_source_reaches_icy_listeners_whole() {
         "events {seen:?}"
     );
     running.stop().await.unwrap();
-}
-
-fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// AAC (ADTS) and Ogg Vorbis sources, each heard whole by ffmpeg over ICY.

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 use veza_stream_server::auth::Role;
 use veza_stream_server::{AppState, Config, app, build_state, start};
-use veza_tests::{decoded_secs, icecast_source, live_tone, require_tool};
+use veza_tests::{b64, decoded_secs, icecast_source, live_tone, require_tool};
 
 /// Segment target of these tests (short, so that the test stays short).
 const SEGMENT: Duration = Duration::from_secs(1);
@@ -179,25 +179,6 @@ fn listed_secs(playlist: &str) -> f64 {
         .filter_map(|l| l.strip_prefix("#EXTINF:"))
         .map(|d| d.trim_end_matches(',').parse::<f64>().unwrap())
         .sum()
-}
-
-fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Fetches a rung whole (init segment and every listed segment) into one file.
